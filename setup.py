@@ -1,0 +1,35 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="translate",
+    version="0.1.0",
+    description="Image-to-image translation (pix2pix, CycleGAN, StarGAN) on one shared PyTorch spine",
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["translate", "translate.*"]) + ["translate.recipes"],
+    # The recipes live in recipes/ at the top of the repository and ship inside the package,
+    # so `translate-train recipe=NAME` finds them after a plain (non-editable) install too.
+    package_dir={"translate.recipes": "recipes"},
+    package_data={"translate.recipes": ["*.toml"]},
+    install_requires=[
+        "torch>=2.3",
+        "torchvision>=0.18",
+        "timm>=1.0",
+        "kornia>=0.7",
+        "tensorboard>=2.14",
+        "pandas>=2.0",
+        "click>=8.1",
+        "numpy>=1.24",
+        "pillow>=10.0",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={
+        "console_scripts": [
+            "translate-train=translate.cli:train",
+            "translate-infer=translate.cli:infer",
+        ]
+    },
+)

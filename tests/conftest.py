@@ -1,0 +1,41 @@
+"""Shared test helpers: tiny configurations that train in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from translate import config
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+REFERENCE = SHARED / "fixtures" / "reference"
+FACADES = SHARED / "data" / "facades"
+
+
+def tiny_overrides(tmp_path: Path, **extra) -> list[str]:
+    """CycleGAN on 32 px synthetic scenes with 8-channel networks."""
+    values = {
+        "output_dir": str(tmp_path / "runs"),
+        "data.format": "scenes", "data.scenes_size": 36, "data.preprocess": "crop", "data.crop_size": 32,
+        "data.load_size": 36, "data.scenes_count": 16, "data.num_workers": 0,
+        "model.generator": "resnet_6blocks", "model.ngf": 8, "model.ndf": 8,
+        "train.batch_size": 2, "train.epochs": 1, "train.epochs_decay": 1,
+        "train.log_every": 1, "train.image_every": 4, "train.save_every": 4,
+        "runtime.deterministic": True,
+    }
+    values.update({k.replace("__", "."): v for k, v in extra.items()})
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def tiny_config(tmp_path: Path, **extra) -> config.RunConfig:
+    cfg, _ = config.load("cyclegan_synthetic", tiny_overrides(tmp_path, **extra))
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # Tests run tiny models; more threads than cores only adds contention.
+    import torch
+    torch.set_num_threads(2)
+    yield

@@ -1,0 +1,103 @@
+"""Command-line entry points. Every `UserError` becomes one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from translate.errors import UserError
+
+
+def one_line(err: Exception) -> str:
+    """The user's message, also when it crossed a DataLoader worker (which wraps it in a traceback)."""
+    text = str(err).strip()
+    if "Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def user_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            click.echo(f"error: {one_line(e)}", err=True)
+            sys.exit(2)
+    return wrapper
+
+
+def split_args(args: tuple[str, ...], special: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """`key=value` arguments: the command's own keys apart, the rest as config overrides."""
+    own, rest = {}, []
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if key in special:
+            if "=" not in arg or not arg.split("=", 1)[1]:
+                raise UserError(f"{key} needs a value, e.g. {key}=...")
+            own[key] = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return own, rest
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
+@click.option("--list", "list_recipes", is_flag=True, help="List the recipes and exit.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@user_errors
+def train(list_recipes: bool, print_config: bool, args: tuple[str, ...]) -> None:
+    """Train a model: translate-train recipe=NAME [key.sub=value ...] | resume=runs/NAME [key=value ...]
+
+    A recipe is a name from --list or a path to a .toml file; overrides are typed by the config
+    (e.g. train.lr=0.0001 data.root=/data/cityscapes runtime.precision=bf16).
+    """
+    from translate import config
+
+    if list_recipes:
+        for name, path in config.list_recipes().items():
+            click.echo(f"{name:24s} {config.recipe_summary(path)}")
+        return
+    own, overrides = split_args(args, ("recipe", "resume"))
+    if "recipe" in own and "resume" in own:
+        raise UserError("give either recipe=NAME (a new run) or resume=runs/NAME (continue one), not both")
+    from translate.train.loop import load_run_config, train as run_training
+
+    if "resume" in own:
+        resume_dir = Path(own["resume"])
+        cfg, name = load_run_config(resume_dir, overrides), resume_dir.name
+    else:
+        if "recipe" not in own and not overrides and not print_config:
+            raise UserError("no recipe given; run translate-train recipe=cyclegan_synthetic "
+                            "(translate-train --list shows all recipes)")
+        resume_dir = None
+        cfg, name = config.load(own.get("recipe"), overrides)
+    if print_config:
+        click.echo(config.to_toml(cfg), nl=False)
+        return
+    run_training(cfg, name, resume_dir)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@user_errors
+def infer(args: tuple[str, ...]) -> None:
+    """Translate a folder: translate-infer checkpoint=PATH input=DIR output=DIR [direction=AtoB size=256 ...]
+
+    The checkpoint is a translate checkpoint (runs/NAME/checkpoints/step_*.pt) or an official
+    CycleGAN/pix2pix generator (*_net_G_A.pth, *_net_G.pth); the architecture is read from it.
+    """
+    from translate import config
+    from translate.infer import translate_folder
+
+    cfg = config.build(config.InferConfig, config.parse_overrides(list(args)))
+    count, out = translate_folder(cfg)
+    click.echo(f"translated {count} image(s) into {out}")
+
+
+if __name__ == "__main__":
+    train()

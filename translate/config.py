@@ -1,0 +1,402 @@
+"""Typed run configuration: dataclasses, recipe loading, `key=value` overrides, validation.
+
+Every option has its one default here. A recipe (TOML, in `recipes/`) sets the values a
+paper uses; `key.sub=value` overrides on the command line set the rest. Unknown keys and
+wrong types are `UserError`s that name the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from translate.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    # unaligned: root/{trainA,trainB,testA,testB}; aligned: root/{train,test}/*.jpg as A|B;
+    # folders: root/<domain>/*; cityscapes: root/{leftImg8bit,gtFine}/<split>/<city>/...;
+    # scenes: the synthetic world, generated on the fly (no root).
+    format: str = "scenes"
+    root: str = ""
+    direction: str = "AtoB"  # AtoB | BtoA: which side is the input
+    domains: list[str] = field(default_factory=list)  # folders format: the two (or more) domains
+    preprocess: str = "resize_and_crop"  # resize_and_crop | crop | scale_width | scale_width_and_crop | none
+    load_size: int = 286
+    crop_size: int = 256
+    flip: bool = True
+    grayscale: bool = False
+    max_size: int = 0  # use at most this many images per domain (0: all), as --max_dataset_size
+    on_bad_file: str = "error"  # error | skip (skipped files are counted and reported)
+    num_workers: int = 2
+    scenes_size: int = 64  # scenes: the side of a generated image before preprocessing
+    scenes_count: int = 1000  # scenes: images per epoch and domain
+    scenes_seed: int = 0  # scenes: which world (test split uses other seeds)
+
+
+@dataclass
+class ModelConfig:
+    generator: str = "resnet_9blocks"  # resnet_6blocks | resnet_9blocks | unet_128 | unet_256
+    discriminator: str = "basic"  # basic (70x70 PatchGAN) | n_layers | pixel
+    n_layers_D: int = 3
+    ngf: int = 64
+    ndf: int = 64
+    norm: str = "instance"  # instance | batch | none
+    dropout: bool = False
+    init: str = "normal"  # normal | xavier | kaiming | orthogonal
+    init_gain: float = 0.02
+    input_nc: int = 3
+    output_nc: int = 3
+
+
+@dataclass
+class CycleGANConfig:
+    gan_mode: str = "lsgan"  # lsgan | vanilla | wgangp | hinge
+    lambda_A: float = 10.0  # cycle loss A -> B -> A
+    lambda_B: float = 10.0  # cycle loss B -> A -> B
+    lambda_identity: float = 0.5  # scales lambda_A / lambda_B for the identity loss
+    pool_size: int = 50  # image pool of past fakes shown to D; 0 turns it off
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100  # epochs at the initial learning rate (n_epochs)
+    epochs_decay: int = 100  # epochs of linear decay to zero (n_epochs_decay)
+    max_steps: int = 0  # stop after this many steps (0: run all epochs); for short runs
+    batch_size: int = 1  # global batch, split across processes
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    log_every: int = 100  # steps between scalar logs and console lines
+    image_every: int = 1000  # steps between image grids in TensorBoard
+    save_every: int = 1000  # steps between checkpoints (and one at the end)
+    keep_checkpoints: int = 3  # newest checkpoints kept in the run folder
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    deterministic: bool = False  # deterministic algorithms (exact resume on the CPU)
+    threads: int = 0  # torch intra-op threads (0: torch's default)
+
+
+@dataclass
+class RunConfig:
+    method: str = "cyclegan"  # cyclegan
+    name: str = ""  # run folder name prefix (default: the recipe name)
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+@dataclass
+class InferConfig:
+    """`translate-infer` options."""
+
+    checkpoint: str = ""  # a translate checkpoint, or an official *_net_G*.pth / N-G.ckpt
+    input: str = ""  # a folder of images (searched recursively)
+    output: str = ""  # where the translated images go (never the input folder)
+    direction: str = "AtoB"  # CycleGAN: AtoB uses G_A, BtoA uses G_B
+    size: int = 256  # resize to size x size as the official test script does; 0 keeps the size
+    batch_size: int = 8
+    eval: bool = False  # eval-mode norm/dropout; the official test script runs in train mode unless --eval
+    device: str = "auto"
+    precision: str = "fp32"
+
+
+# Values a field may take, checked after loading; a misspelt choice is caught with the key.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method": ("cyclegan",),
+    "data.format": ("unaligned", "aligned", "folders", "cityscapes", "scenes"),
+    "data.direction": ("AtoB", "BtoA"),
+    "data.preprocess": ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"),
+    "data.on_bad_file": ("error", "skip"),
+    "model.generator": ("resnet_6blocks", "resnet_9blocks", "unet_128", "unet_256"),
+    "model.discriminator": ("basic", "n_layers", "pixel"),
+    "model.norm": ("instance", "batch", "none"),
+    "model.init": ("normal", "xavier", "kaiming", "orthogonal"),
+    "cyclegan.gan_mode": ("lsgan", "vanilla", "wgangp", "hinge"),
+    "runtime.precision": ("fp32", "bf16", "fp16"),
+}
+POSITIVE = ("data.load_size", "data.crop_size", "data.scenes_size", "data.scenes_count",
+            "model.ngf", "model.ndf", "model.input_nc", "model.output_nc", "train.batch_size",
+            "train.log_every", "train.image_every", "train.save_every", "train.keep_checkpoints")
+NON_NEGATIVE = ("data.max_size", "data.num_workers", "train.epochs", "train.epochs_decay",
+                "train.max_steps", "train.lr", "cyclegan.lambda_A", "cyclegan.lambda_B",
+                "cyclegan.lambda_identity", "cyclegan.pool_size", "runtime.threads")
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipes are found by name: the checkout's recipes/, else the installed copy."""
+    dirs = []
+    checkout = Path(__file__).resolve().parent.parent / "recipes"
+    if checkout.is_dir():
+        dirs.append(checkout)
+    try:
+        installed = Path(str(resources.files("translate.recipes")))
+        if installed.is_dir() and installed not in dirs:
+            dirs.append(installed)
+    except ModuleNotFoundError:
+        pass
+    return dirs
+
+
+def list_recipes() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in recipe_dirs():
+        for p in sorted(d.glob("*.toml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def recipe_summary(path: Path) -> str:
+    """A recipe's first comment line: what it trains."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def find_recipe(name: str) -> Path:
+    path = Path(name)
+    if path.suffix == ".toml" or "/" in name:
+        if not path.is_file():
+            raise UserError(f"recipe file {name} does not exist; give a path to a .toml file "
+                            f"or a recipe name (translate-train --list)")
+        return path
+    recipes = list_recipes()
+    if name not in recipes:
+        close = difflib.get_close_matches(name, list(recipes), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UserError(f"unknown recipe {name}; {hint}translate-train --list shows them all")
+    return recipes[name]
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"recipe {path} is not valid TOML ({e}); fix the file") from None
+    except OSError as e:
+        raise UserError(f"cannot read recipe {path}: {e.strerror}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a RunConfig from nested dicts and overrides
+
+
+def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        t = _field_types(cls)[f.name]
+        if dataclasses.is_dataclass(t):
+            keys += all_keys(t, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unknown_key(key: str, root: type) -> UserError:
+    keys = all_keys(root)
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+    if not close:  # compare the last part alone: "train.lrate" -> "train.lr"
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in keys}
+        near = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)
+        close = [by_leaf[near[0]]] if near else []
+    hint = f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(keys[:12])}..."
+    return UserError(f"unknown key {key}{hint}")
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check (and for strings from the command line, parse) one value against its field type."""
+    origin = typing.get_origin(typ)
+    if origin is list:
+        (item,) = typing.get_args(typ)
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        if not isinstance(value, list):
+            raise UserError(f"{key} must be a list, got {value!r}; write {key}=a,b")
+        return [_coerce(key, v, item) for v in value]
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type {typ}")
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise UserError(f"{key} must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise UserError(f"{key} must be a whole number, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise UserError(f"{key} must be a whole number, got {value!r}")
+    if typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise UserError(f"{key} must be a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, (dict, list)):
+            raise UserError(f"{key} must be text, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {typ}")
+
+
+def build(cls: type, values: dict[str, Any], prefix: str = "", root: type | None = None) -> Any:
+    """An instance of dataclass `cls` from nested values, each checked against its field type."""
+    root = root or cls
+    types_ = _field_types(cls)
+    kwargs = {}
+    for name, value in values.items():
+        key = prefix + name
+        if name not in types_:
+            if isinstance(value, dict) and value:  # an unknown section: name one full key in it
+                key += "." + next(iter(to_flat_dict(value, "")))
+            raise _unknown_key(key, root)
+        typ = types_[name]
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(value, dict):
+                raise UserError(f"{key} is a section; set its keys, e.g. {key}.{dataclasses.fields(typ)[0].name}=...")
+            kwargs[name] = build(typ, value, key + ".", root)
+        else:
+            kwargs[name] = _coerce(key, value, typ)
+    return cls(**kwargs)
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`a.b=c` strings to a nested dict; values stay strings and are typed in `build`."""
+    nested: dict[str, Any] = {}
+    for arg in args:
+        if "=" not in arg:
+            raise UserError(f"argument {arg!r} is not key=value; write e.g. train.lr=0.0002")
+        key, value = arg.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{key} mixes a value and a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    flat = to_flat(cfg)
+    for key, allowed in CHOICES.items():
+        if flat[key] not in allowed:
+            close = difflib.get_close_matches(str(flat[key]), allowed, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise UserError(f"{key}={flat[key]} is not one of {', '.join(allowed)}; {hint}".rstrip("; ").rstrip())
+    for key in POSITIVE:
+        if flat[key] <= 0:
+            raise UserError(f"{key} must be greater than 0, got {flat[key]}")
+    for key in NON_NEGATIVE:
+        if flat[key] < 0:
+            raise UserError(f"{key} must not be negative, got {flat[key]}")
+    if cfg.data.crop_size > cfg.data.load_size and cfg.data.preprocess in ("resize_and_crop", "scale_width_and_crop"):
+        raise UserError(f"data.crop_size ({cfg.data.crop_size}) is larger than data.load_size "
+                        f"({cfg.data.load_size}); make load_size at least crop_size")
+    if cfg.train.epochs + cfg.train.epochs_decay == 0 and cfg.train.max_steps == 0:
+        raise UserError("train.epochs and train.epochs_decay are both 0; set one of them or train.max_steps")
+    return cfg
+
+
+def from_dict(values: dict[str, Any]) -> RunConfig:
+    return validate(build(RunConfig, values))
+
+
+def load(recipe: str | None, overrides: list[str]) -> tuple[RunConfig, str]:
+    """The resolved config of `recipe` (a name or a path) plus overrides, and the recipe's name."""
+    values: dict[str, Any] = {}
+    name = "run"
+    if recipe:
+        path = find_recipe(recipe)
+        values = read_toml(path)
+        name = path.stem
+    cfg = from_dict(merge(values, parse_overrides(overrides)))
+    return cfg, name
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_flat(cfg: Any) -> dict[str, Any]:
+    return to_flat_dict(to_dict(cfg), "")
+
+
+def to_flat_dict(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(to_flat_dict(v, f"{prefix}{k}."))
+        else:
+            flat[prefix + k] = v
+    return flat
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """The resolved config as TOML, readable back by `from_dict(tomllib.loads(...))`."""
+    top, sections = [], []
+    for k, v in to_dict(cfg).items():
+        if isinstance(v, dict):
+            sections.append(f"\n[{k}]")
+            sections += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+        else:
+            top.append(f"{k} = {_toml_value(v)}")
+    return "\n".join(top + sections) + "\n"

@@ -1,0 +1,1 @@
+"""Evaluation: how well translations agree with ground truth."""

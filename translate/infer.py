@@ -1,0 +1,92 @@
+"""Translate a folder of images with a translate checkpoint or an official generator checkpoint.
+
+Preprocessing and output follow the official test script: resize to size x size (bicubic),
+normalise to [-1, 1], run the generator, map back with (x + 1) / 2 * 255 truncated to uint8, save
+PNG. Like the official script, norm and dropout layers stay in training mode unless `eval=true`;
+in that mode each image goes through alone, since batch statistics would mix images.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from translate import config as config_mod
+from translate.config import DataConfig, InferConfig, RuntimeConfig
+from translate.data.images import list_images, load_image
+from translate.data.transforms import sample_params, transform_image
+from translate.errors import UserError
+from translate.methods import build_method
+from translate.nets.official import infer_generator
+from translate.train.checkpoint import FORMAT, load_state_file
+from translate.train.runtime import Runtime
+
+
+def load_translator(path: Path, direction: str) -> nn.Module:
+    """The generator in a translate checkpoint (by direction) or an official state dict."""
+    state = load_state_file(path)
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        cfg = config_mod.from_dict(state["config"])
+        method = build_method(cfg)
+        for name, net in method.nets.items():
+            net.load_state_dict(state["nets"][name])
+        return method.generator(direction)
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a checkpoint or a state dict")
+    generator, _spec = infer_generator(state, source=str(path))
+    return generator
+
+
+def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Bx3xHxW in [-1, 1] to BxHxWx3 uint8, truncating as the official tensor2im does."""
+    arr = images.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
+    return ((arr + 1) / 2.0 * 255.0).astype(np.uint8)
+
+
+def _has_batch_statistics(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
+    for key in ("checkpoint", "input", "output"):
+        if not getattr(cfg, key):
+            raise UserError(f"{key}= is required: translate-infer checkpoint=PATH input=DIR output=DIR")
+    if cfg.direction not in ("AtoB", "BtoA"):
+        raise UserError(f"direction={cfg.direction} is not AtoB or BtoA")
+    src, dst = Path(cfg.input).resolve(), Path(cfg.output).resolve()
+    if dst == src or src in dst.parents:
+        raise UserError(f"output={cfg.output} is inside input={cfg.input}; choose another output folder "
+                        f"so the inputs stay untouched")
+    runtime = Runtime.setup(RuntimeConfig(device=cfg.device, precision=cfg.precision))
+    net = load_translator(Path(cfg.checkpoint), cfg.direction).to(runtime.device)
+    net.train(not cfg.eval)
+    batch_size = 1 if (not cfg.eval and _has_batch_statistics(net)) else cfg.batch_size
+    paths = list_images(src, "a folder of images, e.g. testA/*.jpg")
+    shape = DataConfig(preprocess="resize_and_crop" if cfg.size else "none",
+                       load_size=cfg.size or 1, crop_size=cfg.size or 1, flip=False)
+    dst.mkdir(parents=True, exist_ok=True)
+    pending: list[tuple[Path, torch.Tensor]] = []
+
+    def flush() -> None:
+        with torch.no_grad(), runtime.autocast():
+            out = net(torch.stack([t for _, t in pending]).to(runtime.device))
+        for (p, _), arr in zip(pending, tensor_to_uint8(out)):
+            target = dst / p.relative_to(src).with_suffix(".png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(target)
+        pending.clear()
+
+    for p in paths:
+        img = load_image(p)
+        tensor = transform_image(img, sample_params(shape, img.size, random.Random(0), train=False))
+        if pending and (len(pending) == batch_size or pending[0][1].shape != tensor.shape):
+            flush()
+        pending.append((p, tensor))
+    if pending:
+        flush()
+    return len(paths), dst

@@ -1,0 +1,13 @@
+"""The methods: each says only what its paper adds (networks, losses, one training step)."""
+
+from __future__ import annotations
+
+from translate.config import RunConfig
+from translate.methods.base import Method
+from translate.methods.cyclegan import CycleGAN
+
+METHODS: dict[str, type[Method]] = {"cyclegan": CycleGAN}
+
+
+def build_method(cfg: RunConfig) -> Method:
+    return METHODS[cfg.method](cfg)

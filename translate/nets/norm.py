@@ -1,0 +1,77 @@
+"""Normalisation layers and weight initialisation, set up as the official CycleGAN/pix2pix code does."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Callable
+
+from torch import nn
+
+from translate.errors import UserError
+
+NormFactory = Callable[[int], nn.Module]
+
+NORMS = ("instance", "batch", "none")
+INITS = ("normal", "xavier", "kaiming", "orthogonal")
+
+
+def _unknown(kind: str, name: str, known: tuple[str, ...]) -> UserError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return UserError(f"unknown {kind} {name!r}; {hint}choose one of {', '.join(known)}")
+
+
+def norm_layer(name: str) -> NormFactory:
+    """A constructor `channels -> module` for the named normalisation.
+
+    instance: no affine parameters and no running statistics, so it adds nothing to a state dict
+    (the official code since 2019). none: an Identity, which has no parameters either but keeps
+    its slot in the Sequential, so a layer has the same key index whatever the norm.
+    """
+    if name == "batch":
+        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
+    if name == "instance":
+        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    if name == "none":
+        return lambda channels: nn.Identity()
+    raise _unknown("norm", name, NORMS)
+
+
+def conv_bias(norm: str) -> bool:
+    """Whether a conv that feeds a norm layer has a bias: officially only before instance norm.
+
+    Batch norm's shift makes a bias redundant; the official test also leaves 'none' without one,
+    and checkpoints trained that way have no bias keys, so we keep that.
+    """
+    return norm == "instance"
+
+
+def init_weights(net: nn.Module, init: str = "normal", gain: float = 0.02) -> nn.Module:
+    """Re-initialise conv/linear weights (biases to 0) and BatchNorm scales N(1, gain), in place.
+
+    `Module.apply` visits children before their parent, the order the official init_net uses,
+    so a net built after `torch.manual_seed(s)` draws exactly the official weights.
+    """
+    if init not in INITS:
+        raise _unknown("init", init, INITS)
+
+    def init_module(m: nn.Module) -> None:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if init == "normal":
+                nn.init.normal_(m.weight, 0.0, gain)
+            elif init == "xavier":
+                nn.init.xavier_normal_(m.weight, gain=gain)
+            elif init == "kaiming":
+                # gain is not used: the official code keeps kaiming's own fan-in scaling
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            else:
+                nn.init.orthogonal_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+
+    net.apply(init_module)
+    return net

@@ -1,0 +1,118 @@
+"""What a run reports: TensorBoard events, a console progress line, losses.csv, image grids."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import make_grid, save_image
+
+
+def image_grid(visuals: dict[str, Tensor], max_rows: int = 4) -> Tensor:
+    """One row per batch item (up to `max_rows`), one column per visual; values in [0, 1]."""
+    columns = [v[:max_rows].detach().float().cpu() for v in visuals.values()]
+    columns = [c.expand(-1, 3, -1, -1) if c.size(1) == 1 else c[:, :3] for c in columns]
+    rows = torch.stack(columns, 1).flatten(0, 1)  # item-major: each row holds one item's visuals
+    return make_grid((rows + 1) / 2, nrow=len(columns), padding=2).clamp(0, 1)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class RunLogger:
+    """Rank 0's view of a run. Losses arrive as device tensors and are averaged over the
+    logging interval; they reach the host only at `log_every`, so the loop stays free of syncs."""
+
+    def __init__(self, run_dir: Path, total_steps: int, enabled: bool = True):
+        self.run_dir = run_dir
+        self.total_steps = total_steps
+        self.enabled = enabled
+        self.writer = SummaryWriter(str(run_dir)) if enabled else None
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+        self.clock = time.perf_counter()
+        self.clock_step: int | None = None
+        self.csv_path = run_dir / "losses.csv"
+
+    def accumulate(self, losses: dict[str, Tensor]) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+
+    def interval_finite(self) -> bool:
+        """Whether every loss since the last log was finite (one host sync)."""
+        if not self.sums:
+            return True
+        return bool(torch.isfinite(torch.stack([v.float() for v in self.sums.values()])).all())
+
+    def log_scalars(self, step: int, epoch: int, lrs: dict[str, float]) -> dict[str, float]:
+        means = {k: float(v) / self.count for k, v in self.sums.items()} if self.count else {}
+        self.sums, self.count = {}, 0
+        now = time.perf_counter()
+        rate = None
+        if self.clock_step is not None and step > self.clock_step:
+            rate = (step - self.clock_step) / (now - self.clock)
+        self.clock, self.clock_step = now, step
+        if not self.enabled:
+            return means
+        for k, v in means.items():
+            self.writer.add_scalar(f"loss/{k}", v, step)
+        for k, v in lrs.items():
+            self.writer.add_scalar(f"lr/{k}", v, step)
+        self._append_csv(step, epoch, means)
+        parts = [f"step {step}/{self.total_steps}", f"epoch {epoch}"]
+        parts += [" ".join(f"{k} {v:.3f}" for k, v in means.items())]
+        if rate:
+            eta = (self.total_steps - step) / rate
+            parts += [f"{rate:.2f} it/s", f"ETA {format_duration(eta)}"]
+        print(" | ".join(parts), flush=True)
+        return means
+
+    def start_clock(self, step: int) -> None:
+        self.clock, self.clock_step = time.perf_counter(), step
+
+    def log_images(self, step: int, visuals: dict[str, Tensor]) -> None:
+        if not self.enabled or not visuals:
+            return
+        grid = image_grid(visuals)
+        self.writer.add_image("samples/" + ",".join(visuals), grid, step)
+        samples = self.run_dir / "samples"
+        samples.mkdir(exist_ok=True)
+        save_image(grid, samples / f"step_{step:08d}.png")
+
+    def log_metrics(self, step: int, metrics: dict[str, float], prefix: str = "eval") -> None:
+        if self.enabled:
+            for k, v in metrics.items():
+                if math.isfinite(v):
+                    self.writer.add_scalar(f"{prefix}/{k}", v, step)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            print(text, flush=True)
+
+    def warn(self, text: str) -> None:
+        if self.enabled:
+            print(f"warning: {text}", file=sys.stderr, flush=True)
+
+    def _append_csv(self, step: int, epoch: int, means: dict[str, float]) -> None:
+        new = not self.csv_path.exists()
+        with open(self.csv_path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "epoch", *means])
+            w.writerow([step, epoch, *(f"{v:.8g}" for v in means.values())])
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.flush()
+            self.writer.close()

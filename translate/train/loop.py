@@ -1,0 +1,276 @@
+"""The training loop shared by every method: build, (resume,) step, log, checkpoint.
+
+Reads top to bottom: `start_run` makes or reopens the run folder, `Trainer` builds the method,
+data and optimisers, and `fit` runs steps until the schedule ends, writing checkpoints that hold
+everything needed to continue exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import signal
+from itertools import chain
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from translate import config as config_mod
+from translate.config import RunConfig
+from translate.data import build_dataset
+from translate.data.sampler import GlobalBatchSampler, make_loader
+from translate.errors import UserError
+from translate.methods import METHODS, build_method
+from translate.train.checkpoint import latest_checkpoint, save_checkpoint
+from translate.train.logging import RunLogger
+from translate.train.runtime import Runtime, load_rng_state, rng_state, seed_everything, unwrap
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+class LinearDecay:
+    """The official CycleGAN/pix2pix schedule: the initial rate for `constant` epochs, then a linear
+    decay over `decay` epochs (epoch e, counted from 0, trains at 1 - max(0, e+1-constant)/(decay+1)).
+    Called with the step count, so the scheduler can step every iteration."""
+
+    def __init__(self, constant: int, decay: int, steps_per_epoch: int):
+        self.constant, self.decay, self.steps_per_epoch = constant, decay, steps_per_epoch
+
+    def __call__(self, step: int) -> float:
+        epoch = step // self.steps_per_epoch
+        return 1.0 - max(0, epoch + 1 - self.constant) / float(self.decay + 1)
+
+
+def start_run(cfg: RunConfig, recipe_name: str, runtime: Runtime) -> Path:
+    """A new run folder, never an existing one: NAME-YYYYmmdd-HHMMSS[-N]."""
+    path = None
+    if runtime.is_main:
+        root = Path(cfg.output_dir)
+        stem = f"{cfg.name or recipe_name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for n in range(1, 1000):
+                path = root / (stem if n == 1 else f"{stem}-{n}")
+                try:
+                    path.mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            (path / "config.toml").write_text(config_mod.to_toml(cfg))
+        except OSError as e:
+            raise UserError(f"cannot create the run folder under {root}: {e.strerror}; "
+                            f"set output_dir to a writable folder") from None
+    return Path(runtime.broadcast(str(path)))
+
+
+def load_run_config(run_dir: Path, overrides: list[str]) -> RunConfig:
+    """The config a run was started with, plus overrides (e.g. more epochs)."""
+    path = run_dir / "config.toml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run folder (no config.toml); pass resume=runs/NAME")
+    values = config_mod.read_toml(path)
+    return config_mod.from_dict(config_mod.merge(values, config_mod.parse_overrides(overrides)))
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: Path, runtime: Runtime, dataset: Dataset):
+        self.cfg, self.run_dir, self.runtime, self.dataset = cfg, run_dir, runtime, dataset
+        t = cfg.train
+        seed_everything(t.seed)  # the same initial weights on every rank
+        self.method = build_method(cfg)
+        for name in list(self.method.nets):
+            self.method.nets[name] = runtime.wrap(self.method.nets[name])
+
+        if t.batch_size % runtime.world_size:
+            raise UserError(f"train.batch_size={t.batch_size} does not divide among "
+                            f"{runtime.world_size} processes; make it a multiple of {runtime.world_size}")
+        self.steps_per_epoch = len(self.dataset) // t.batch_size
+        if self.steps_per_epoch == 0:
+            raise UserError(f"the dataset has {len(self.dataset)} samples, fewer than "
+                            f"train.batch_size={t.batch_size}; lower the batch size or add images")
+        self.total_steps = (t.epochs + t.epochs_decay) * self.steps_per_epoch
+        if t.max_steps:
+            self.total_steps = min(self.total_steps, t.max_steps) if self.total_steps else t.max_steps
+
+        self.optimizers, self.schedulers, self.scalers = {}, {}, {}
+        for name, net_names in self.method.optimizer_nets().items():
+            params = chain.from_iterable(unwrap(self.method.nets[n]).parameters() for n in net_names)
+            opt = torch.optim.Adam(params, lr=t.lr, betas=(t.beta1, t.beta2))
+            self.optimizers[name] = opt
+            self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(
+                opt, LinearDecay(t.epochs, t.epochs_decay, self.steps_per_epoch))
+            self.scalers[name] = runtime.grad_scaler()
+
+        self.step = 0
+        self.logger = RunLogger(run_dir, self.total_steps, enabled=runtime.is_main)
+        self.stop_signal: str | None = None
+        self.skipped_files: set[str] = set()
+
+    # -- the contract with the method (see methods/base.py: StepContext) --------------------------
+
+    def autocast(self):
+        return self.runtime.autocast()
+
+    def optimize(self, name: str, loss: Tensor) -> None:
+        opt, scaler = self.optimizers[name], self.scalers[name]
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "config": config_mod.to_dict(self.cfg),
+            "method": self.cfg.method,
+            "nets": {k: unwrap(v).state_dict() for k, v in self.method.nets.items()},
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "scalers": {k: v.state_dict() for k, v in self.scalers.items() if v is not None},
+            "extra": self.method.extra_state(),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("method") != self.cfg.method:
+            raise UserError(f"the checkpoint is from a {state.get('method')} run, not {self.cfg.method}")
+        for k, net in self.method.nets.items():
+            try:
+                unwrap(net).load_state_dict(state["nets"][k])
+            except (KeyError, RuntimeError) as e:
+                raise UserError(f"the checkpoint's network {k} does not fit this model "
+                                f"({str(e).splitlines()[0][:100]}); resume with the run's own config") from None
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        for k, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][k])
+        for k, scaler in self.scalers.items():
+            if scaler is not None and k in state["scalers"]:
+                scaler.load_state_dict(state["scalers"][k])
+        self.method.load_extra_state(state["extra"])
+        load_rng_state(state["rng"])
+        self.step = state["step"]
+
+    def resume(self) -> bool:
+        found = latest_checkpoint(self.run_dir / "checkpoints", map_location=self.runtime.device)
+        if found is None:
+            return False
+        state, path = found
+        self.load_state_dict(state)
+        self.logger.message(f"resumed from {path} at step {self.step}")
+        return True
+
+    def save(self) -> Path | None:
+        if not self.runtime.all_true(self.logger.interval_finite()):
+            self._diverged()
+        path = None
+        if self.runtime.is_main:
+            path = save_checkpoint(self.state_dict(), self.run_dir / "checkpoints", self.step,
+                                   self.cfg.train.keep_checkpoints)
+        self.runtime.barrier()
+        return path
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def fit(self) -> None:
+        t, runtime = self.cfg.train, self.runtime
+        self.logger.message(f"run folder {self.run_dir}: {self.total_steps} steps "
+                            f"({self.steps_per_epoch} per epoch), {len(self.dataset)} samples, "
+                            f"device {runtime.device}, {runtime.precision}, {runtime.world_size} process(es)")
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.logger.start_clock(self.step)
+            while self.step < self.total_steps:
+                epoch, first_batch = divmod(self.step, self.steps_per_epoch)
+                sampler = GlobalBatchSampler(len(self.dataset), t.batch_size, t.seed, runtime.rank,
+                                             runtime.world_size, start_epoch=epoch, start_batch=first_batch)
+                loader = make_loader(self.dataset, sampler, self.cfg.data.num_workers,
+                                     pin_memory=runtime.device.type == "cuda")
+                stopping = False
+                for batch in loader:
+                    self._train_step(batch, epoch)
+                    stopping = self._stop_requested()
+                    if self.step >= self.total_steps or stopping:
+                        break
+                if stopping:
+                    path = self.save()
+                    self.logger.message(f"stopped by {self.stop_signal} at step {self.step}; "
+                                        f"checkpoint {path}; continue with translate-train resume={self.run_dir}")
+                    return
+            path = self.save()
+            self.logger.message(f"done: {self.step} steps; checkpoint {path}")
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.logger.close()
+
+    def _train_step(self, batch: dict, epoch: int) -> None:
+        t = self.cfg.train
+        if batch.get("skipped"):
+            self._note_skipped(batch["skipped"])
+        batch = self.runtime.to_device(batch)
+        self.method.train()
+        losses = self.method.training_step(batch, self)
+        for sched in self.schedulers.values():
+            sched.step()
+        self.step += 1
+        self.logger.accumulate(losses)
+        if self.step % t.log_every == 0 or self.step == self.total_steps:
+            if not self.runtime.all_true(self.logger.interval_finite()):
+                self._diverged()
+            lrs = {k: opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()}
+            self.logger.log_scalars(self.step, epoch, lrs)
+        if self.step % t.image_every == 0:
+            self.logger.log_images(self.step, self.method.visuals())
+        if self.step % t.save_every == 0 and self.step < self.total_steps:
+            self.save()
+
+    def _diverged(self):
+        found = sorted((self.run_dir / "checkpoints").glob("step_*.pt"))
+        kept = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was written yet"
+        raise TrainingDiverged(f"a loss became NaN or infinite before step {self.step}; {kept}; "
+                               f"lower train.lr or use runtime.precision=fp32, then resume")
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signal.Signals(signum).name
+
+    def _stop_requested(self) -> bool:
+        if not self.runtime.distributed:
+            return self.stop_signal is not None
+        # All ranks must stop at the same step; agree at the logging cadence.
+        if self.step % self.cfg.train.log_every:
+            return False
+        return not self.runtime.all_true(self.stop_signal is None)
+
+    def _note_skipped(self, skipped: list[str]) -> None:
+        new = {p for joined in skipped for p in joined.split("|") if p} - self.skipped_files
+        if new:
+            self.skipped_files |= new
+            self.logger.warn(f"skipped {len(new)} unreadable file(s) ({len(self.skipped_files)} so far): "
+                             + ", ".join(sorted(new)[:3]))
+
+
+def train(cfg: RunConfig, recipe_name: str, resume_dir: Path | None = None) -> Path:
+    runtime = Runtime.setup(cfg.runtime)
+    try:
+        # The data first: a wrong path fails before anything is written.
+        dataset = build_dataset(cfg.data, "train", paired=METHODS[cfg.method].paired, train=True)
+        run_dir = resume_dir if resume_dir else start_run(cfg, recipe_name, runtime)
+        if resume_dir and runtime.is_main:
+            (run_dir / "config.toml").write_text(config_mod.to_toml(cfg))
+        trainer = Trainer(cfg, run_dir, runtime, dataset)
+        if resume_dir and not trainer.resume():
+            trainer.logger.message(f"no checkpoint in {run_dir}/checkpoints yet; starting from step 0")
+        trainer.fit()
+        return run_dir
+    finally:
+        runtime.close()

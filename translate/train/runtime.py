@@ -1,0 +1,145 @@
+"""Device, precision and distribution: the one place that decides where and how tensors compute.
+
+Launched by `torchrun`, the process group comes from the environment (WORLD_SIZE, RANK,
+LOCAL_RANK): NCCL on GPUs, gloo on CPUs. Each network is wrapped in DistributedDataParallel;
+gradients are averaged across processes, so N processes with a local batch of B/N train like one
+process with a batch of B.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from translate.config import RuntimeConfig
+from translate.errors import UserError
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    precision: str = "fp32"
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def setup(cls, cfg: RuntimeConfig) -> "Runtime":
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = _pick_device(cfg.device, local_rank)
+        if cfg.precision == "fp16" and device.type == "cpu":
+            raise UserError("runtime.precision=fp16 needs a GPU; on the CPU use runtime.precision=bf16")
+        rank = 0
+        if world_size > 1:
+            if not dist.is_initialized():
+                backend = "nccl" if device.type == "cuda" else "gloo"
+                # A bounded timeout: if another process dies, the rest fail instead of hanging.
+                dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
+            rank = dist.get_rank()
+        return cls(device=device, precision=cfg.precision, rank=rank, world_size=world_size)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision])
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """fp16 needs loss scaling against underflow; bf16 has fp32's range and does not."""
+        return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+
+    def wrap(self, net: nn.Module) -> nn.Module:
+        net = net.to(self.device)
+        if self.distributed and any(p.requires_grad for p in net.parameters()):
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            return DistributedDataParallel(net, device_ids=ids)
+        return net
+
+    def to_device(self, batch: dict) -> dict:
+        nonblocking = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=nonblocking) if torch.is_tensor(v) else v
+                for k, v in batch.items()}
+
+    def broadcast(self, obj):
+        """Rank 0's value of a picklable object, on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_true(self, flag: bool) -> bool:
+        """Whether `flag` holds on every rank (so all ranks stop together)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([0 if flag else 1], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return int(t.item()) == 0
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+def _pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"runtime.device={name} but no CUDA GPU is visible; use runtime.device=cpu")
+        device = torch.device(name if ":" in name else f"cuda:{local_rank}")
+        torch.cuda.set_device(device)
+        return device
+    if name != "cpu":
+        raise UserError(f"runtime.device={name} is not auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def load_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
