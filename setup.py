@@ -21,6 +21,7 @@ setup(
         "kornia>=0.7",
         "tensorboard>=2.14",
         "pandas>=2.0",
+        "torchmetrics>=1.0",
         "click>=8.1",
         "numpy>=1.24",
         "pillow>=10.0",

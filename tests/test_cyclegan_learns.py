@@ -1,15 +1,18 @@
 """CycleGAN learns photo -> label maps on the synthetic scenes, and only with all its losses.
 
-The score is the per-pixel accuracy of G_A(photo), read back to classes by nearest palette colour,
-against the scenes' true class maps on held-out test scenes. The untrained model and the identity
-(copying the photo) both score low; a briefly trained CycleGAN scores far higher.
+It trains the README's main job (recipe cyclegan_synthetic, 600 steps at 32 px) and scores
+G_A(photo), read back to classes by nearest palette colour, against the true class maps of
+held-out test scenes. Measured while writing this test (pixel accuracy / cycle L1 on the test
+photos): untrained 0.20 / 0.47, identity (copying the photo) 0.30; trained 0.55-0.58 / 0.24-0.27;
+with the generators' adversarial loss switched off 0.28 (it never learns the label colours);
+with the cycle loss off 0.46 / 0.42 (labels of a sort, but not of the input it was given).
 """
 
 import dataclasses
 
 import torch
 
-from conftest import tiny_config
+from translate import config
 from translate.data import build_dataset
 from translate.data.scenes import SCENE_CLASSES, colors_to_classes
 from translate.eval.segmentation import score_label_maps
@@ -17,39 +20,45 @@ from translate.methods import build_method
 from translate.train.checkpoint import latest_checkpoint
 from translate.train.loop import train
 
-STEPS = 500
 
-
-def photo_to_label_accuracy(cfg, generator) -> float:
+def held_out_scenes(cfg):
     test_cfg = dataclasses.replace(cfg.data, scenes_count=64)
-    test_set = build_dataset(test_cfg, "test", paired=True, train=False)
-    generator.eval()
-    return score_label_maps(generator, test_set, colors_to_classes, len(SCENE_CLASSES))["pixel_accuracy"]
+    return build_dataset(test_cfg, "test", paired=True, train=False)
 
 
-def trained_accuracy(tmp_path, **overrides) -> tuple[float, float]:
-    cfg = tiny_config(tmp_path, data__scenes_count=400, train__batch_size=4, train__epochs=4,
-                      train__epochs_decay=1, train__max_steps=STEPS, train__log_every=100,
-                      train__save_every=STEPS, train__image_every=STEPS, model__ngf=16, model__ndf=16,
-                      runtime__deterministic=False, **overrides)
-    untrained = build_method(cfg)  # the same seed, so the same initial weights as the run
-    before = photo_to_label_accuracy(cfg, untrained.generator("AtoB"))
+@torch.no_grad()
+def scores(cfg, method) -> tuple[float, float]:
+    """(photo -> label pixel accuracy, mean |G_B(G_A(photo)) - photo|) on the test scenes."""
+    method.eval()
+    test_set = held_out_scenes(cfg)
+    accuracy = score_label_maps(method.generator("AtoB"), test_set, colors_to_classes,
+                                len(SCENE_CLASSES))["pixel_accuracy"]
+    photos = torch.stack([test_set[i]["A"] for i in range(len(test_set))])
+    cycle = (method.nets["G_B"](method.nets["G_A"](photos)) - photos).abs().mean()
+    return accuracy, float(cycle)
+
+
+def test_copying_the_photo_scores_low(tmp_path):
+    cfg, _ = config.load("cyclegan_synthetic", [])
+    accuracy = score_label_maps(torch.nn.Identity(), held_out_scenes(cfg), colors_to_classes,
+                                len(SCENE_CLASSES))["pixel_accuracy"]
+    assert accuracy < 0.35
+
+
+def test_cyclegan_learns_photo_to_labels(tmp_path):
+    cfg, _ = config.load("cyclegan_synthetic", [f"output_dir={tmp_path}", "data.num_workers=0",
+                                                "train.log_every=100"])
+    torch.manual_seed(cfg.train.seed)
+    before_accuracy, before_cycle = scores(cfg, build_method(cfg))  # the run's initial weights
+
     run_dir = train(cfg, "learn")
     state, _ = latest_checkpoint(run_dir / "checkpoints")
     method = build_method(cfg)
     for name, net in method.nets.items():
         net.load_state_dict(state["nets"][name])
-    return before, photo_to_label_accuracy(cfg, method.generator("AtoB"))
+    accuracy, cycle = scores(cfg, method)
+    print(f"pixel accuracy {before_accuracy:.3f} -> {accuracy:.3f}; cycle L1 {before_cycle:.3f} -> {cycle:.3f}")
 
-
-def test_identity_scores_low():
-    cfg = tiny_config(__import__("pathlib").Path("."))
-    accuracy = photo_to_label_accuracy(cfg, torch.nn.Identity())
-    assert accuracy < 0.35
-
-
-def test_cyclegan_learns_photo_to_labels(tmp_path):
-    before, after = trained_accuracy(tmp_path)
-    print(f"photo -> label pixel accuracy: untrained {before:.3f}, trained {after:.3f}")
-    assert before < 0.35
-    assert after > 0.6 and after > before + 0.3
+    assert before_accuracy < 0.3
+    assert accuracy > 0.48 and accuracy > before_accuracy + 0.25  # needs the adversarial loss
+    assert cycle < 0.65 * before_cycle  # needs the cycle loss

@@ -369,6 +369,23 @@ def test_aligned_unpaired_takes_b_from_another_image(tmp_path):
         build_dataset(data_cfg(tmp_path, "aligned"), "test", True, True)
 
 
+def test_holdout_sets_the_last_training_samples_apart(tmp_path):
+    colours = [(RED, BLUE), (GREEN, WHITE), (GRAY, GRAY), (BLUE, RED)]
+    make_aligned(tmp_path / "train", colours)
+    cfg = data_cfg(tmp_path, "aligned", holdout=1)
+    train, holdout = (build_dataset(cfg, split, paired=True, train=True) for split in ("train", "holdout"))
+    assert [as_color(train[i]["A"]) for i in range(len(train))] == [RED, GREEN, GRAY]
+    assert len(holdout) == 1 and holdout[0]["A_path"] == str(tmp_path / "train" / "3.png")
+    everything = build_dataset(data_cfg(tmp_path, "aligned"), "train", paired=True, train=True)
+    assert torch.equal(holdout[0, 7]["B"], everything[3, 7]["B"])  # the same sample
+    with pytest.raises(IndexError):
+        holdout[1]
+    with pytest.raises(UserError, match="data.holdout=4 leaves nothing to train on: the train split has 4"):
+        build_dataset(data_cfg(tmp_path, "aligned", holdout=4), "train", True, True)
+    with pytest.raises(UserError, match="set data.holdout=N"):
+        build_dataset(data_cfg(tmp_path, "aligned"), "holdout", True, False)
+
+
 @pytest.mark.skipif(not (FACADES / "train").is_dir(),
                     reason="real facades not found at ../shared/data/facades (optional test data)")
 def test_real_facades_through_the_aligned_format():

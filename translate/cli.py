@@ -12,11 +12,7 @@ from translate.errors import UserError
 
 
 def one_line(err: Exception) -> str:
-    """The user's message, also when it crossed a DataLoader worker (which wraps it in a traceback)."""
     text = str(err).strip()
-    if "Traceback" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        text = last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
     return text.splitlines()[0] if text else type(err).__name__
 
 

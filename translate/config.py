@@ -35,6 +35,7 @@ class DataConfig:
     flip: bool = True
     grayscale: bool = False
     max_size: int = 0  # use at most this many images per domain (0: all), as --max_dataset_size
+    holdout: int = 0  # the last N training samples form the split "holdout", left out of training
     on_bad_file: str = "error"  # error | skip (skipped files are counted and reported)
     num_workers: int = 2
     scenes_size: int = 64  # scenes: the side of a generated image before preprocessing
@@ -44,7 +45,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    generator: str = "resnet_9blocks"  # resnet_6blocks | resnet_9blocks | unet_128 | unet_256
+    generator: str = "resnet_9blocks"  # resnet_6blocks | resnet_9blocks | unet_32 | unet_128 | unet_256
     discriminator: str = "basic"  # basic (70x70 PatchGAN) | n_layers | pixel
     n_layers_D: int = 3
     ngf: int = 64
@@ -64,6 +65,12 @@ class CycleGANConfig:
     lambda_B: float = 10.0  # cycle loss B -> A -> B
     lambda_identity: float = 0.5  # scales lambda_A / lambda_B for the identity loss
     pool_size: int = 50  # image pool of past fakes shown to D; 0 turns it off
+
+
+@dataclass
+class Pix2PixConfig:
+    gan_mode: str = "vanilla"  # vanilla | lsgan | wgangp | hinge
+    lambda_L1: float = 100.0  # weight of the L1 distance between G(A) and the true B
 
 
 @dataclass
@@ -92,12 +99,13 @@ class RuntimeConfig:
 
 @dataclass
 class RunConfig:
-    method: str = "cyclegan"  # cyclegan
+    method: str = "cyclegan"  # cyclegan | pix2pix
     name: str = ""  # run folder name prefix (default: the recipe name)
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
+    pix2pix: Pix2PixConfig = field(default_factory=Pix2PixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
@@ -119,24 +127,25 @@ class InferConfig:
 
 # Values a field may take, checked after loading; a misspelt choice is caught with the key.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "method": ("cyclegan",),
+    "method": ("cyclegan", "pix2pix"),
     "data.format": ("unaligned", "aligned", "folders", "cityscapes", "scenes"),
     "data.direction": ("AtoB", "BtoA"),
     "data.preprocess": ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"),
     "data.on_bad_file": ("error", "skip"),
-    "model.generator": ("resnet_6blocks", "resnet_9blocks", "unet_128", "unet_256"),
+    "model.generator": ("resnet_6blocks", "resnet_9blocks", "unet_32", "unet_128", "unet_256"),
     "model.discriminator": ("basic", "n_layers", "pixel"),
     "model.norm": ("instance", "batch", "none"),
     "model.init": ("normal", "xavier", "kaiming", "orthogonal"),
     "cyclegan.gan_mode": ("lsgan", "vanilla", "wgangp", "hinge"),
+    "pix2pix.gan_mode": ("vanilla", "lsgan", "wgangp", "hinge"),
     "runtime.precision": ("fp32", "bf16", "fp16"),
 }
 POSITIVE = ("data.load_size", "data.crop_size", "data.scenes_size", "data.scenes_count",
             "model.ngf", "model.ndf", "model.input_nc", "model.output_nc", "train.batch_size",
             "train.log_every", "train.image_every", "train.save_every", "train.keep_checkpoints")
-NON_NEGATIVE = ("data.max_size", "data.num_workers", "train.epochs", "train.epochs_decay",
+NON_NEGATIVE = ("data.max_size", "data.holdout", "data.num_workers", "train.epochs", "train.epochs_decay",
                 "train.max_steps", "train.lr", "cyclegan.lambda_A", "cyclegan.lambda_B",
-                "cyclegan.lambda_identity", "cyclegan.pool_size", "runtime.threads")
+                "cyclegan.lambda_identity", "cyclegan.pool_size", "pix2pix.lambda_L1", "runtime.threads")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Losses of the three papers: adversarial objectives, gradient penalty, cycle, identity."""
+"""Losses of the three papers: adversarial objectives, gradient penalty, reconstruction (L1), cycle, identity."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ class AdversarialLoss:
         # hinge, discriminator side
         return F.relu(1.0 - pred).mean() if target_is_real else F.relu(1.0 + pred).mean()
 
+    def discriminator_loss(self, pred_real: Tensor, pred_fake: Tensor) -> Tensor:
+        """D's loss on its outputs for real and for (detached) fake inputs, halved as in the
+        CycleGAN and pix2pix papers so that D learns more slowly than G."""
+        return 0.5 * (self(pred_real, True) + self(pred_fake, False))
+
 
 def gradient_penalty(critic, real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """WGAN-GP: (||grad_x D(x)||_2 - 1)^2 at random interpolates of real and fake (Gulrajani et al.)."""
@@ -45,11 +50,16 @@ def gradient_penalty(critic, real: Tensor, fake: Tensor, generator: torch.Genera
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
+def reconstruction_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute (L1) difference, in fp32: pix2pix's term pulling G(x) towards the true y."""
+    return F.l1_loss(output.float(), target.float())
+
+
 def cycle_loss(reconstructed: Tensor, original: Tensor) -> Tensor:
     """L1 between an image and its round trip through both generators."""
-    return F.l1_loss(reconstructed.float(), original.float())
+    return reconstruction_loss(reconstructed, original)
 
 
 def identity_loss(same: Tensor, original: Tensor) -> Tensor:
     """L1 between G(y) and y for y already in G's output domain (CycleGAN's colour preservation)."""
-    return F.l1_loss(same.float(), original.float())
+    return reconstruction_loss(same, original)

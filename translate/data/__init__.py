@@ -14,6 +14,7 @@ from translate.config import DataConfig
 from translate.data.aligned import AlignedDataset
 from translate.data.cityscapes import CityscapesDataset
 from translate.data.folders import DomainFoldersDataset, list_domains
+from translate.data.holdout import HOLDOUT, split_off
 from translate.data.images import IMG_EXTENSIONS, BadImageError, list_images, load_image
 from translate.data.sampler import GlobalBatchSampler, make_loader
 from translate.data.transforms import AugmentParams, sample_params, transform_classes, transform_image
@@ -21,7 +22,7 @@ from translate.data.unaligned import UnalignedDataset
 from translate.errors import UserError
 
 __all__ = [
-    "IMG_EXTENSIONS", "AlignedDataset", "AugmentParams", "BadImageError", "CityscapesDataset",
+    "HOLDOUT", "IMG_EXTENSIONS", "AlignedDataset", "AugmentParams", "BadImageError", "CityscapesDataset",
     "DomainFoldersDataset", "GlobalBatchSampler", "UnalignedDataset", "build_dataset", "list_domains",
     "list_images", "load_image", "make_loader", "sample_params", "transform_classes", "transform_image",
 ]
@@ -35,7 +36,13 @@ FILE_FORMATS: dict[str, type[Dataset]] = {
 
 
 def build_dataset(cfg: DataConfig, split: str, paired: bool, train: bool) -> Dataset:
-    """The dataset of `cfg.format` for `split` ("train", "test", ...)."""
+    """The dataset of `cfg.format` for `split` ("train", "test", ...; "holdout": see holdout.py)."""
+    if split == HOLDOUT or (split == "train" and cfg.holdout):
+        return split_off(_format_dataset(cfg, "train", paired, train), cfg.holdout, split)
+    return _format_dataset(cfg, split, paired, train)
+
+
+def _format_dataset(cfg: DataConfig, split: str, paired: bool, train: bool) -> Dataset:
     if cfg.format == "scenes":
         # Imported here: the synthetic world is a module of its own, needed only for this format.
         from translate.data.scenes import ScenesDataset

@@ -48,10 +48,13 @@ class FileDataset(Dataset):
     """Base of the formats read from files: subclasses give `__len__` and `make_sample`."""
 
     layout = ""  # the expected folder layout, quoted in errors about missing files
+    source = ""  # where to get the data, for a dataset that is not freely redistributed
 
     def __init__(self, cfg: DataConfig, split: str, paired: bool, train: bool):
         if not cfg.root:
-            raise UserError(f"data.root is not set; set data.root=PATH to a folder with the layout {self.layout}")
+            where = f" ({self.source})" if self.source else ""
+            raise UserError(f"data.root is not set; set data.root=PATH to a folder with the layout "
+                            f"{self.layout}{where}")
         self.cfg = cfg
         self.split = split
         self.paired = paired

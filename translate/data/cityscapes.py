@@ -89,6 +89,7 @@ for _label in CITYSCAPES_LABELS:
 # The colour of each of the 19 training classes, row = trainId.
 TRAINID_COLORS = np.array([next(lb.color for lb in CITYSCAPES_LABELS if lb.train_id == t) for t in range(19)],
                           dtype=np.uint8)
+TRAINID_COLORS.flags.writeable = False
 
 
 def _as_lookup_index(ids: np.ndarray) -> np.ndarray:
@@ -117,10 +118,16 @@ def colors_to_trainids(images: torch.Tensor) -> torch.Tensor:
     if images.dim() not in (3, 4) or images.shape[-3] != 3:
         raise ValueError(f"expected 3xHxW or Bx3xHxW RGB images, got shape {tuple(images.shape)}")
     rgb = (images.float().clamp(-1, 1) + 1) * 127.5
-    palette = torch.as_tensor(TRAINID_COLORS, dtype=torch.float32, device=images.device)
-    # Squared distance to each class colour, class along a new dimension before the channels.
-    distance = ((rgb.unsqueeze(-4) - palette.view(19, 3, 1, 1)) ** 2).sum(dim=-3)
-    return distance.argmin(dim=-3).to(torch.int64)
+    palette = torch.tensor(TRAINID_COLORS, dtype=torch.float32, device=images.device)
+    # One class at a time with a running minimum: memory of one map, not of 19.
+    best = torch.full(rgb[..., 0, :, :].shape, float("inf"), device=images.device)
+    classes = torch.zeros(best.shape, dtype=torch.int64, device=images.device)
+    for train_id, color in enumerate(palette):
+        distance = ((rgb - color.view(3, 1, 1)) ** 2).sum(dim=-3)
+        closer = distance < best
+        classes[closer] = train_id
+        best = torch.where(closer, distance, best)
+    return classes
 
 
 def _train_id_tensor(ids: np.ndarray) -> torch.Tensor:
@@ -138,6 +145,8 @@ class CityscapesDataset(FileDataset):
     """
 
     layout = LAYOUT
+    source = ("download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
+              "https://www.cityscapes-dataset.com")
 
     def __init__(self, cfg: DataConfig, split: str, paired: bool, train: bool):
         super().__init__(cfg, split, paired, train)

@@ -283,7 +283,7 @@ def _draw_buildings(c: _Canvas, rng: np.random.Generator, street: _Street) -> No
             edges.append(edges[-1] + width * 0.5)
             continue
         nearness = abs(edges[-1] + width / 2 - street.vanish_x)
-        height = rng.uniform(0.12, 0.28) * (0.6 + 2.2 * nearness)
+        height = rng.uniform(0.15, 0.32) * (0.6 + 2.2 * nearness)
         tops.append(max(street.horizon - height, rng.uniform(0.0, 0.06)))
         edges.append(edges[-1] + width)
     count = len(tops)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from translate.config import RunConfig
 from translate.methods.base import Method
 from translate.methods.cyclegan import CycleGAN
+from translate.methods.pix2pix import Pix2Pix
 
-METHODS: dict[str, type[Method]] = {"cyclegan": CycleGAN}
+METHODS: dict[str, type[Method]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix}
 
 
 def build_method(cfg: RunConfig) -> Method:

@@ -25,6 +25,7 @@ from translate.nets.unet import UnetGenerator
 GENERATORS: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {
     "resnet_6blocks": lambda cfg, i, o: ResnetGenerator(i, o, cfg.ngf, cfg.norm, cfg.dropout, n_blocks=6),
     "resnet_9blocks": lambda cfg, i, o: ResnetGenerator(i, o, cfg.ngf, cfg.norm, cfg.dropout, n_blocks=9),
+    "unet_32": lambda cfg, i, o: UnetGenerator(i, o, 5, cfg.ngf, cfg.norm, cfg.dropout),  # small synthetic runs
     "unet_128": lambda cfg, i, o: UnetGenerator(i, o, 7, cfg.ngf, cfg.norm, cfg.dropout),
     "unet_256": lambda cfg, i, o: UnetGenerator(i, o, 8, cfg.ngf, cfg.norm, cfg.dropout),
 }

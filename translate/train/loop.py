@@ -220,6 +220,7 @@ class Trainer:
         batch = self.runtime.to_device(batch)
         self.method.train()
         losses = self.method.training_step(batch, self)
+        lrs = {k: opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()}  # this step's
         for sched in self.schedulers.values():
             sched.step()
         self.step += 1
@@ -227,7 +228,6 @@ class Trainer:
         if self.step % t.log_every == 0 or self.step == self.total_steps:
             if not self.runtime.all_true(self.logger.interval_finite()):
                 self._diverged()
-            lrs = {k: opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()}
             self.logger.log_scalars(self.step, epoch, lrs)
         if self.step % t.image_every == 0:
             self.logger.log_images(self.step, self.method.visuals())
