@@ -13,7 +13,6 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -153,18 +152,10 @@ NON_NEGATIVE = ("data.max_size", "data.holdout", "data.num_workers", "train.epoc
 
 
 def recipe_dirs() -> list[Path]:
-    """Where recipes are found by name: the checkout's recipes/, else the installed copy."""
-    dirs = []
-    checkout = Path(__file__).resolve().parent.parent / "recipes"
-    if checkout.is_dir():
-        dirs.append(checkout)
-    try:
-        installed = Path(str(resources.files("translate.recipes")))
-        if installed.is_dir() and installed not in dirs:
-            dirs.append(installed)
-    except ModuleNotFoundError:
-        pass
-    return dirs
+    """Where recipes are found by name: a checkout's recipes/, or the copy an install puts in the
+    package (setup.py ships recipes/ as translate/recipes)."""
+    package = Path(__file__).resolve().parent
+    return [d for d in (package.parent / "recipes", package / "recipes") if d.is_dir()]
 
 
 def list_recipes() -> dict[str, Path]:
