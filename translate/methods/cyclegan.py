@@ -61,16 +61,14 @@ class CycleGAN(Method):
 
         set_requires_grad([D_A, D_B], True)
         with ctx.autocast():
-            losses["D_A"] = self._discriminator_loss(D_A, real_B, self.fake_B_pool.query(fake_B))
-            losses["D_B"] = self._discriminator_loss(D_B, real_A, self.fake_A_pool.query(fake_A))
+            # D_A judges domain B: real B against G_A's fakes, drawn through the image pool.
+            fake_B_seen, fake_A_seen = self.fake_B_pool.query(fake_B), self.fake_A_pool.query(fake_A)
+            losses["D_A"] = self.adversarial.discriminator_loss(D_A(real_B), D_A(fake_B_seen))
+            losses["D_B"] = self.adversarial.discriminator_loss(D_B(real_A), D_B(fake_A_seen))
         ctx.optimize("D", losses["D_A"] + losses["D_B"])
 
         self._visuals = {k: v.detach() for k, v in visuals.items()}
         return {k: v.detach() for k, v in losses.items()}
-
-    def _discriminator_loss(self, D: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        # Halved, as in the paper, so D learns more slowly than G.
-        return 0.5 * (self.adversarial(D(real), True) + self.adversarial(D(fake.detach()), False))
 
     def extra_state(self) -> dict:
         return {"fake_A_pool": self.fake_A_pool.state_dict(), "fake_B_pool": self.fake_B_pool.state_dict()}
