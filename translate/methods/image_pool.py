@@ -18,8 +18,9 @@ class ImagePool:
         self.rng = torch.Generator().manual_seed(seed)
 
     def query(self, images: Tensor) -> Tensor:
+        """The images D sees, always detached: D's loss must not reach back into G."""
         if self.size == 0:
-            return images
+            return images.detach()
         out = []
         for image in images.detach():
             image = image.unsqueeze(0)
