@@ -114,3 +114,12 @@ def test_cli_missing_dataset_root_is_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
     assert "cityscapes-dataset.com" in r.stderr and "leftImg8bit" in r.stderr
     assert not (tmp_path / "runs").exists()  # nothing is written for a run that cannot start
+
+
+def test_every_module_folder_is_a_package():
+    # setup.py's find_packages ships only folders with an __init__.py: a missing one breaks a
+    # non-editable install (pip install .) while an editable one still works.
+    import translate
+    root = Path(translate.__file__).parent
+    folders = {p.parent for p in root.rglob("*.py")} - {root}
+    assert all((f / "__init__.py").is_file() for f in folders), sorted(map(str, folders))
