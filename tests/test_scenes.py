@@ -20,7 +20,7 @@ from translate.data.scenes import (
 
 
 def config(**overrides) -> DataConfig:
-    values = dict(preprocess="none", scenes_size=64, scenes_count=50)
+    values = {"preprocess": "none", "scenes_size": 64, "scenes_count": 50}
     values.update(overrides)
     return DataConfig(**values)
 
@@ -42,13 +42,13 @@ def test_palette_is_the_cityscapes_colours_of_the_classes():
                   "vegetation": (107, 142, 35), "sky": (70, 130, 180), "car": (0, 0, 142)}
     assert 5 <= len(SCENE_CLASSES) <= 8
     assert SCENE_PALETTE.dtype == np.uint8 and SCENE_PALETTE.shape == (len(SCENE_CLASSES), 3)
-    for name, colour in zip(SCENE_CLASSES, SCENE_PALETTE):
+    for name, colour in zip(SCENE_CLASSES, SCENE_PALETTE, strict=True):
         assert tuple(colour) == cityscapes[name]
 
 
 def test_the_same_seed_gives_the_same_scene_and_another_seed_another():
     first, again, other = render_scene(7, 64), render_scene(7, 64), render_scene(8, 64)
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[0], other[0])
     assert not np.array_equal(first[2], other[2])
@@ -125,8 +125,8 @@ def test_every_class_appears_with_a_sensible_share():
     for seed in range(40):
         counts += np.bincount(render_scene(seed, 64)[2].ravel(), minlength=len(SCENE_CLASSES))
     shares = counts / counts.sum()
-    assert shares.min() > 0.03, dict(zip(SCENE_CLASSES, shares.round(3)))
-    assert shares.max() < 0.5, dict(zip(SCENE_CLASSES, shares.round(3)))
+    assert shares.min() > 0.03, dict(zip(SCENE_CLASSES, shares.round(3), strict=True))
+    assert shares.max() < 0.5, dict(zip(SCENE_CLASSES, shares.round(3), strict=True))
 
 
 def test_paired_samples_show_one_scene():

@@ -85,7 +85,8 @@ def infer(args: tuple[str, ...]) -> None:
     """Translate a folder: translate-infer checkpoint=PATH input=DIR output=DIR [direction=AtoB size=256 ...]
 
     The checkpoint is a translate checkpoint (runs/NAME/checkpoints/step_*.pt) or an official
-    CycleGAN/pix2pix generator (*_net_G_A.pth, *_net_G.pth); the architecture is read from it.
+    CycleGAN/pix2pix generator (*_net_G_A.pth, *_net_G.pth) or StarGAN generator (N-G.ckpt); the
+    architecture is read from it. StarGAN needs target=NAME,... (and for N-G.ckpt attributes=...).
     """
     from translate import config
     from translate.infer import translate_folder

@@ -24,6 +24,9 @@ class DataConfig:
     # unaligned: root/{trainA,trainB,testA,testB}; aligned: root/{train,test}/*.jpg as A|B;
     # folders: root/<domain>/*; cityscapes: root/{leftImg8bit,gtFine}/<split>/<city>/...;
     # scenes: the synthetic world, generated on the fly (no root).
+    # Labelled (StarGAN) formats, samples {"image", "label", "path"}: celeba: ROOT/list_attr_celeba.txt
+    # with the images in ROOT/<image_dir>; labelled_folders: ROOT/<domain>/*, one label per folder;
+    # faces / expressions: synthetic face worlds (multi-label attributes / one-hot expressions).
     format: str = "scenes"
     root: str = ""
     direction: str = "AtoB"  # AtoB | BtoA: which side is the input
@@ -40,6 +43,10 @@ class DataConfig:
     scenes_size: int = 64  # scenes: the side of a generated image before preprocessing
     scenes_count: int = 1000  # scenes: images per epoch and domain
     scenes_seed: int = 0  # scenes: which world (test split uses other seeds)
+    attributes: list[str] = field(default_factory=list)  # celeba / faces: the attributes that form the label
+    image_dir: str = ""  # celeba: the image folder under root ("": images or img_align_celeba)
+    test_size: int = 1999  # celeba: rows held out as the test split (the official 2000 - 1)
+    center_crop: int = 178  # celeba / labelled_folders: centre crop before resizing to crop_size
 
 
 @dataclass
@@ -73,10 +80,28 @@ class Pix2PixConfig:
 
 
 @dataclass
+class StarGANConfig:
+    # c_dim, the length of the domain label, comes from the data (data.attributes, domain folders).
+    conv_dim: int = 64  # G's first layer width
+    d_conv_dim: int = 64  # D's first layer width
+    g_repeat_num: int = 6  # residual blocks in G
+    d_repeat_num: int = 6  # strided convolutions in D
+    lambda_cls: float = 1.0  # domain classification loss
+    lambda_rec: float = 10.0  # reconstruction (cycle) L1 loss
+    lambda_gp: float = 10.0  # WGAN-GP gradient penalty
+    n_critic: int = 5  # D updates per G update: G steps on every n_critic-th step
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 100  # epochs at the initial learning rate (n_epochs)
     epochs_decay: int = 100  # epochs of linear decay to zero (n_epochs_decay)
     max_steps: int = 0  # stop after this many steps (0: run all epochs); for short runs
+    # Counting in steps instead of epochs (StarGAN's num_iters / num_iters_decay): when
+    # iterations > 0 it replaces epochs and epochs_decay; the rate decays linearly over the last
+    # iterations_decay steps, step by step (see train/loop.py).
+    iterations: int = 0
+    iterations_decay: int = 0
     batch_size: int = 1  # global batch, split across processes
     lr: float = 2e-4
     beta1: float = 0.5
@@ -98,13 +123,14 @@ class RuntimeConfig:
 
 @dataclass
 class RunConfig:
-    method: str = "cyclegan"  # cyclegan | pix2pix
+    method: str = "cyclegan"  # cyclegan | pix2pix | stargan
     name: str = ""  # run folder name prefix (default: the recipe name)
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     cyclegan: CycleGANConfig = field(default_factory=CycleGANConfig)
     pix2pix: Pix2PixConfig = field(default_factory=Pix2PixConfig)
+    stargan: StarGANConfig = field(default_factory=StarGANConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
@@ -122,12 +148,15 @@ class InferConfig:
     eval: bool = False  # eval-mode norm/dropout; the official test script runs in train mode unless --eval
     device: str = "auto"
     precision: str = "fp32"
+    target: list[str] = field(default_factory=list)  # StarGAN: the labels set in the target, e.g. Blond_Hair,Young
+    attributes: list[str] = field(default_factory=list)  # StarGAN official checkpoints: the label names in order
 
 
 # Values a field may take, checked after loading; a misspelt choice is caught with the key.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "method": ("cyclegan", "pix2pix"),
-    "data.format": ("unaligned", "aligned", "folders", "cityscapes", "scenes"),
+    "method": ("cyclegan", "pix2pix", "stargan"),
+    "data.format": ("unaligned", "aligned", "folders", "cityscapes", "scenes", "celeba", "labelled_folders",
+                    "faces", "expressions"),
     "data.direction": ("AtoB", "BtoA"),
     "data.preprocess": ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"),
     "data.on_bad_file": ("error", "skip"),
@@ -141,10 +170,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 POSITIVE = ("data.load_size", "data.crop_size", "data.scenes_size", "data.scenes_count",
             "model.ngf", "model.ndf", "model.input_nc", "model.output_nc", "train.batch_size",
-            "train.log_every", "train.image_every", "train.save_every", "train.keep_checkpoints")
+            "train.log_every", "train.image_every", "train.save_every", "train.keep_checkpoints",
+            "data.center_crop", "stargan.conv_dim", "stargan.d_conv_dim", "stargan.d_repeat_num",
+            "stargan.n_critic")
 NON_NEGATIVE = ("data.max_size", "data.holdout", "data.num_workers", "train.epochs", "train.epochs_decay",
                 "train.max_steps", "train.lr", "cyclegan.lambda_A", "cyclegan.lambda_B",
-                "cyclegan.lambda_identity", "cyclegan.pool_size", "pix2pix.lambda_L1", "runtime.threads")
+                "cyclegan.lambda_identity", "cyclegan.pool_size", "pix2pix.lambda_L1", "runtime.threads",
+                "train.iterations", "train.iterations_decay", "data.test_size", "stargan.g_repeat_num",
+                "stargan.lambda_cls", "stargan.lambda_rec", "stargan.lambda_gp")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,8 +373,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.data.crop_size > cfg.data.load_size and cfg.data.preprocess in ("resize_and_crop", "scale_width_and_crop"):
         raise UserError(f"data.crop_size ({cfg.data.crop_size}) is larger than data.load_size "
                         f"({cfg.data.load_size}); make load_size at least crop_size")
-    if cfg.train.epochs + cfg.train.epochs_decay == 0 and cfg.train.max_steps == 0:
-        raise UserError("train.epochs and train.epochs_decay are both 0; set one of them or train.max_steps")
+    if cfg.train.epochs + cfg.train.epochs_decay == 0 and cfg.train.max_steps == 0 and cfg.train.iterations == 0:
+        raise UserError("train.epochs and train.epochs_decay are both 0; set one of them, train.iterations "
+                        "or train.max_steps")
+    if cfg.train.iterations_decay > cfg.train.iterations:
+        raise UserError(f"train.iterations_decay ({cfg.train.iterations_decay}) is more than train.iterations "
+                        f"({cfg.train.iterations}); the decay is the last part of the iterations")
     return cfg
 
 

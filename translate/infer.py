@@ -4,6 +4,11 @@ Preprocessing and output follow the official test script: resize to size x size 
 normalise to [-1, 1], run the generator, map back with (x + 1) / 2 * 255 truncated to uint8, save
 PNG. Like the official script, norm and dropout layers stay in training mode unless `eval=true`;
 in that mode each image goes through alone, since batch statistics would mix images.
+
+A StarGAN generator also takes the target label: `target=Blond_Hair,Young` names the entries set
+to 1 (the rest are 0). The names come from a translate checkpoint's run config, or, for an
+official N-G.ckpt, from `attributes=` (in the order it was trained with, e.g. the five of
+`stargan_celeba`).
 """
 
 from __future__ import annotations
@@ -22,24 +27,57 @@ from translate.data.images import list_images, load_image
 from translate.data.transforms import sample_params, transform_image
 from translate.errors import UserError
 from translate.methods import build_method
+from translate.nets import StarGANGenerator
 from translate.nets.official import infer_generator
 from translate.train.checkpoint import FORMAT, load_state_file
 from translate.train.runtime import Runtime
 
 
-def load_translator(path: Path, direction: str) -> nn.Module:
-    """The generator in a translate checkpoint (by direction) or an official state dict."""
+class TargetedGenerator(nn.Module):
+    """A StarGAN generator with its target label fixed, so it translates an image alone."""
+
+    def __init__(self, generator: nn.Module, label: torch.Tensor):
+        super().__init__()
+        self.generator = generator
+        self.register_buffer("label", label)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x, self.label.expand(x.size(0), -1))
+
+
+def target_label(names: list[str], target: list[str]) -> torch.Tensor:
+    """1 for each name in `target`, 0 for the others, in the order of `names`."""
+    unknown = [t for t in target if t not in names]
+    if not target or unknown:
+        what = f"{', '.join(unknown)} not among" if unknown else "target= is required for a StarGAN generator; name"
+        raise UserError(f"{what} the labels {', '.join(names)}; e.g. target={names[0]}")
+    return torch.tensor([1.0 if name in target else 0.0 for name in names])
+
+
+def load_translator(path: Path, direction: str, target: list[str] = (), attributes: list[str] = ()) -> nn.Module:
+    """The generator in a translate checkpoint (by direction) or an official state dict; a StarGAN
+    generator comes with the label of `target` fixed."""
     state = load_state_file(path)
     if isinstance(state, dict) and state.get("format") == FORMAT:
         cfg = config_mod.from_dict(state["config"])
         method = build_method(cfg)
         for name, net in method.nets.items():
             net.load_state_dict(state["nets"][name])
-        return method.generator(direction)
-    if not isinstance(state, dict):
-        raise UserError(f"{path} holds a {type(state).__name__}, not a checkpoint or a state dict")
-    generator, _spec = infer_generator(state, source=str(path))
-    return generator
+        generator = method.generator(direction)
+        names = list(method.labels.names) if isinstance(generator, StarGANGenerator) else []
+    else:
+        if not isinstance(state, dict):
+            raise UserError(f"{path} holds a {type(state).__name__}, not a checkpoint or a state dict")
+        generator, spec = infer_generator(state, source=str(path))
+        names = list(attributes)
+        if spec["arch"] == "stargan" and len(names) != spec["c_dim"]:
+            raise UserError(f"{path} is a StarGAN generator of {spec['c_dim']} labels; name them in order with "
+                            f"attributes=A,B,... (got {len(names)})")
+    if not isinstance(generator, StarGANGenerator):
+        if target:
+            raise UserError(f"target= is for StarGAN generators; {path} translates between two domains only")
+        return generator
+    return TargetedGenerator(generator, target_label(names, list(target)))
 
 
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -63,7 +101,7 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
         raise UserError(f"output={cfg.output} is inside input={cfg.input}; choose another output folder "
                         f"so the inputs stay untouched")
     runtime = Runtime.setup(RuntimeConfig(device=cfg.device, precision=cfg.precision))
-    net = load_translator(Path(cfg.checkpoint), cfg.direction).to(runtime.device)
+    net = load_translator(Path(cfg.checkpoint), cfg.direction, cfg.target, cfg.attributes).to(runtime.device)
     net.train(not cfg.eval)
     batch_size = 1 if (not cfg.eval and _has_batch_statistics(net)) else cfg.batch_size
     paths = list_images(src, "a folder of images, e.g. testA/*.jpg")

@@ -4,14 +4,21 @@ Every dataset takes (cfg: DataConfig, split, paired, train) and is indexed by a 
 (index, seed), or a plain index; a sample is a dict with "A", "B" (float CxHxW in [-1, 1]),
 "A_path", "B_path", "skipped", and for datasets with ground-truth classes "A_classes" and
 "B_classes" (int64 HxW, 255 = ignore). See base.py for how keys make samples reproducible.
+
+The labelled formats (LABELLED_FORMATS, for StarGAN) take (cfg, split, train) and give
+{"image", "label" (float: multi-label 0/1 or one-hot), "path"}; `domain_labels` says what
+their labels mean without loading any image.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from torch.utils.data import Dataset
 
 from translate.config import DataConfig
 from translate.data.aligned import AlignedDataset
+from translate.data.attributes import CelebADataset, LabelledFoldersDataset, folder_domains
 from translate.data.cityscapes import CityscapesDataset
 from translate.data.folders import DomainFoldersDataset, list_domains
 from translate.data.holdout import HOLDOUT, split_off
@@ -22,8 +29,9 @@ from translate.data.unaligned import UnalignedDataset
 from translate.errors import UserError
 
 __all__ = [
-    "HOLDOUT", "IMG_EXTENSIONS", "AlignedDataset", "AugmentParams", "BadImageError", "CityscapesDataset",
-    "DomainFoldersDataset", "GlobalBatchSampler", "UnalignedDataset", "build_dataset", "list_domains",
+    "HOLDOUT", "IMG_EXTENSIONS", "LABELLED_FORMATS", "AlignedDataset", "AugmentParams", "BadImageError",
+    "CelebADataset", "CityscapesDataset", "DomainFoldersDataset", "DomainLabels", "GlobalBatchSampler",
+    "LabelledFoldersDataset", "UnalignedDataset", "build_dataset", "domain_labels", "list_domains",
     "list_images", "load_image", "make_loader", "sample_params", "transform_classes", "transform_image",
 ]
 
@@ -33,6 +41,30 @@ FILE_FORMATS: dict[str, type[Dataset]] = {
     "folders": DomainFoldersDataset,
     "cityscapes": CityscapesDataset,
 }
+LABELLED_FORMATS = ("celeba", "labelled_folders", "faces", "expressions")
+
+
+@dataclass(frozen=True)
+class DomainLabels:
+    names: list[str]  # what each entry of a label stands for
+    multi_label: bool  # several may hold at once (attributes) or exactly one (one-hot domains)
+    image_size: int  # the side of the (square) images the dataset gives
+
+
+def domain_labels(cfg: DataConfig) -> DomainLabels:
+    """The label layout of a labelled format, from the config (and, for folders, the folder names)."""
+    if cfg.format == "celeba":  # the names are checked against the attribute file by the dataset
+        return DomainLabels(list(cfg.attributes), True, cfg.crop_size)
+    if cfg.format == "labelled_folders":
+        return DomainLabels(folder_domains(cfg), False, cfg.crop_size)
+    if cfg.format in ("faces", "expressions"):
+        from translate.data.faces import EXPRESSIONS, FACE_ATTRIBUTES
+        # The worlds draw scenes_size images, then preprocess them like files (preprocess=none keeps the size).
+        size = cfg.scenes_size if cfg.preprocess == "none" else cfg.crop_size
+        if cfg.format == "expressions":
+            return DomainLabels(list(EXPRESSIONS), False, size)
+        return DomainLabels(list(cfg.attributes or FACE_ATTRIBUTES), True, size)
+    raise UserError(f"data.format={cfg.format} has no domain labels; StarGAN needs one of {', '.join(LABELLED_FORMATS)}")
 
 
 def build_dataset(cfg: DataConfig, split: str, paired: bool, train: bool) -> Dataset:
@@ -43,6 +75,11 @@ def build_dataset(cfg: DataConfig, split: str, paired: bool, train: bool) -> Dat
 
 
 def _format_dataset(cfg: DataConfig, split: str, paired: bool, train: bool) -> Dataset:
+    if cfg.format in LABELLED_FORMATS:
+        if paired:
+            raise UserError(f"data.format={cfg.format} gives labelled single images, not pairs; "
+                            f"use it with method=stargan")
+        return _labelled_dataset(cfg, split, train)
     if cfg.format == "scenes":
         # Imported here: the synthetic world is a module of its own, needed only for this format.
         from translate.data.scenes import ScenesDataset
@@ -50,3 +87,15 @@ def _format_dataset(cfg: DataConfig, split: str, paired: bool, train: bool) -> D
     if cfg.format not in FILE_FORMATS:
         raise UserError(f"data.format={cfg.format} is unknown; use one of {', '.join(FILE_FORMATS)}, scenes")
     return FILE_FORMATS[cfg.format](cfg, split, paired, train)
+
+
+def _labelled_dataset(cfg: DataConfig, split: str, train: bool) -> Dataset:
+    if cfg.format == "celeba":
+        return CelebADataset(cfg, split, train)
+    if cfg.format == "labelled_folders":
+        return LabelledFoldersDataset(cfg, split, train)
+    # Imported here, as the scenes: the synthetic face worlds are needed only for these formats.
+    from translate.data.faces import ExpressionsDataset, FacesDataset
+    if cfg.format == "faces":
+        return FacesDataset(cfg, split, train, attributes=list(domain_labels(cfg).names))
+    return ExpressionsDataset(cfg, split, train)

@@ -137,6 +137,10 @@ def make_loader(dataset: Dataset, sampler: GlobalBatchSampler, num_workers: int,
     Workers are not persistent: the trainer builds a loader per epoch (and on resume), and
     since every sample is fully determined by its key, fresh workers change nothing. The
     default collate stacks tensors and keeps strings (paths, "skipped") as lists.
+
+    The loader draws its workers' base seed from a generator of its own: drawn from torch's
+    global generator, it would shift the random numbers a method draws (StarGAN's target
+    labels, dropout) whenever a loader starts, which happens at other steps after a resume.
     """
     return _Loader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
-                   persistent_workers=False, collate_fn=default_collate)
+                   persistent_workers=False, collate_fn=default_collate, generator=torch.Generator())

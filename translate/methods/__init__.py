@@ -6,8 +6,9 @@ from translate.config import RunConfig
 from translate.methods.base import Method
 from translate.methods.cyclegan import CycleGAN
 from translate.methods.pix2pix import Pix2Pix
+from translate.methods.stargan import StarGAN
 
-METHODS: dict[str, type[Method]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix}
+METHODS: dict[str, type[Method]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix, "stargan": StarGAN}
 
 
 def build_method(cfg: RunConfig) -> Method:

@@ -31,7 +31,9 @@ def format_duration(seconds: float) -> str:
 
 class RunLogger:
     """Rank 0's view of a run. Losses arrive as device tensors and are averaged over the
-    logging interval; they reach the host only at `log_every`, so the loop stays free of syncs."""
+    logging interval; they reach the host only at `log_every`, so the loop stays free of syncs.
+    A loss may come only on some steps (StarGAN's G losses, every n_critic-th step): each is
+    averaged over the steps that reported it."""
 
     def __init__(self, run_dir: Path, total_steps: int, enabled: bool = True):
         self.run_dir = run_dir
@@ -39,15 +41,16 @@ class RunLogger:
         self.enabled = enabled
         self.writer = SummaryWriter(str(run_dir)) if enabled else None
         self.sums: dict[str, Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
         self.clock = time.perf_counter()
         self.clock_step: int | None = None
         self.csv_path = run_dir / "losses.csv"
+        self.csv_columns: list[str] | None = None
 
     def accumulate(self, losses: dict[str, Tensor]) -> None:
         for k, v in losses.items():
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
-        self.count += 1
+            self.counts[k] = self.counts.get(k, 0) + 1
 
     def interval_finite(self) -> bool:
         """Whether every loss since the last log was finite (one host sync)."""
@@ -56,8 +59,8 @@ class RunLogger:
         return bool(torch.isfinite(torch.stack([v.float() for v in self.sums.values()])).all())
 
     def log_scalars(self, step: int, epoch: int, lrs: dict[str, float]) -> dict[str, float]:
-        means = {k: float(v) / self.count for k, v in self.sums.items()} if self.count else {}
-        self.sums, self.count = {}, 0
+        means = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
         now = time.perf_counter()
         rate = None
         if self.clock_step is not None and step > self.clock_step:
@@ -105,12 +108,26 @@ class RunLogger:
             print(f"warning: {text}", file=sys.stderr, flush=True)
 
     def _append_csv(self, step: int, epoch: int, means: dict[str, float]) -> None:
-        new = not self.csv_path.exists()
+        row = {"step": step, "epoch": epoch, **{k: f"{v:.8g}" for k, v in means.items()}}
+        if self.csv_columns is None:  # first write of this process: continue a resumed run's file
+            self.csv_columns = []
+            if self.csv_path.exists():
+                with open(self.csv_path, newline="") as f:
+                    self.csv_columns = next(csv.reader(f), [])
+        if set(row) - set(self.csv_columns):
+            # A loss seen for the first time (e.g. one reported only every few steps): rewrite the
+            # file once with a column for it; earlier rows leave it empty.
+            rows = []
+            if self.csv_path.exists():
+                with open(self.csv_path, newline="") as f:
+                    rows = list(csv.DictReader(f))
+            self.csv_columns += [k for k in row if k not in self.csv_columns]
+            with open(self.csv_path, "w", newline="") as f:
+                w = csv.DictWriter(f, self.csv_columns)
+                w.writeheader()
+                w.writerows(rows)
         with open(self.csv_path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["step", "epoch", *means])
-            w.writerow([step, epoch, *(f"{v:.8g}" for v in means.values())])
+            csv.DictWriter(f, self.csv_columns).writerow(row)
 
     def close(self) -> None:
         if self.writer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import signal
+import warnings
 from itertools import chain
 from pathlib import Path
 
@@ -34,7 +35,12 @@ class TrainingDiverged(UserError):
 class LinearDecay:
     """The official CycleGAN/pix2pix schedule: the initial rate for `constant` epochs, then a linear
     decay over `decay` epochs (epoch e, counted from 0, trains at 1 - max(0, e+1-constant)/(decay+1)).
-    Called with the step count, so the scheduler can step every iteration."""
+    Called with the step count, so the scheduler can step every iteration.
+
+    With steps_per_epoch=1 it counts steps: the schedule of train.iterations (StarGAN: constant
+    for iterations - iterations_decay steps, then linearly down to 1/(decay+1) of the rate on the
+    last step). The official StarGAN code instead subtracts lr/num_iters_decay every 1000 steps,
+    which leaves 99.9% of the rate at the end; this follows the paper's linear decay to zero."""
 
     def __init__(self, constant: int, decay: int, steps_per_epoch: int):
         self.constant, self.decay, self.steps_per_epoch = constant, decay, steps_per_epoch
@@ -92,6 +98,10 @@ class Trainer:
             raise UserError(f"the dataset has {len(self.dataset)} samples, fewer than "
                             f"train.batch_size={t.batch_size}; lower the batch size or add images")
         self.total_steps = (t.epochs + t.epochs_decay) * self.steps_per_epoch
+        schedule = LinearDecay(t.epochs, t.epochs_decay, self.steps_per_epoch)
+        if t.iterations:
+            self.total_steps = t.iterations
+            schedule = LinearDecay(t.iterations - t.iterations_decay, t.iterations_decay, 1)
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps) if self.total_steps else t.max_steps
 
@@ -100,8 +110,7 @@ class Trainer:
             params = chain.from_iterable(unwrap(self.method.nets[n]).parameters() for n in net_names)
             opt = torch.optim.Adam(params, lr=t.lr, betas=(t.beta1, t.beta2))
             self.optimizers[name] = opt
-            self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(
-                opt, LinearDecay(t.epochs, t.epochs_decay, self.steps_per_epoch))
+            self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
             self.scalers[name] = runtime.grad_scaler()
 
         self.step = 0
@@ -221,8 +230,12 @@ class Trainer:
         self.method.train()
         losses = self.method.training_step(batch, self)
         lrs = {k: opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()}  # this step's
-        for sched in self.schedulers.values():
-            sched.step()
+        with warnings.catch_warnings():
+            # The schedule counts loop steps, also for an optimiser the method skipped on this
+            # step (StarGAN's G, every n_critic-th step only); torch would warn about that.
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+            for sched in self.schedulers.values():
+                sched.step()
         self.step += 1
         self.logger.accumulate(losses)
         if self.step % t.log_every == 0 or self.step == self.total_steps:
