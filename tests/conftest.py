@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,27 @@ def tiny_overrides(tmp_path: Path, **extra) -> list[str]:
 def tiny_config(tmp_path: Path, **extra) -> config.RunConfig:
     cfg, _ = config.load("cyclegan_synthetic", tiny_overrides(tmp_path, **extra))
     return cfg
+
+
+class RecordingContext:
+    """A stand-in for the trainer in one step (methods/base.py's StepContext): plain Adam, and a
+    record of which optimiser stepped when."""
+
+    def __init__(self, method, step: int = 0, lr: float = 2e-4):
+        import torch
+        self.step = step
+        self.optimizers = {name: torch.optim.Adam([p for n in nets for p in method.nets[n].parameters()], lr=lr)
+                           for name, nets in method.optimizer_nets().items()}
+        self.order: list[str] = []
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def optimize(self, name: str, loss) -> None:
+        self.order.append(name)
+        self.optimizers[name].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizers[name].step()
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import subprocess
@@ -12,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REFERENCE, RecordingContext
 from PIL import Image
-
-from conftest import REFERENCE
 from test_infer import official_test_output, smooth_images
+
 from translate import config
 from translate.config import InferConfig
 from translate.data import build_dataset
@@ -31,26 +30,6 @@ from translate.train.loop import train
 def synthetic_config(tmp_path, *overrides: str) -> config.RunConfig:
     cfg, _ = config.load("pix2pix_synthetic", [f"output_dir={tmp_path / 'runs'}", "data.num_workers=0", *overrides])
     return cfg
-
-
-class RecordingContext:
-    """A stand-in for the trainer in one step: plain Adam, and a record of which optimiser stepped when."""
-
-    step = 0
-
-    def __init__(self, method: Pix2Pix):
-        self.optimizers = {name: torch.optim.Adam([p for n in nets for p in method.nets[n].parameters()], lr=2e-4)
-                           for name, nets in method.optimizer_nets().items()}
-        self.order: list[str] = []
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def optimize(self, name: str, loss: torch.Tensor) -> None:
-        self.order.append(name)
-        self.optimizers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizers[name].step()
 
 
 def paired_batch(cfg: config.RunConfig, size: int = 2) -> dict:

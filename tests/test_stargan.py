@@ -3,7 +3,6 @@ iteration schedule, resume, and that it learns on the synthetic faces."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import dataclasses
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SHARED
+from conftest import SHARED, RecordingContext
 from PIL import Image
 from test_infer import smooth_images
 
@@ -45,25 +44,6 @@ def tiny_config(tmp_path, *overrides: str) -> config.RunConfig:
         "train.iterations=12", "train.iterations_decay=6", "train.log_every=1", "train.image_every=5",
         "train.save_every=5", "runtime.deterministic=true", *overrides])
     return cfg
-
-
-class RecordingContext:
-    """A stand-in for the trainer in one step: plain Adam, and a record of which optimiser stepped."""
-
-    def __init__(self, method: StarGAN, step: int = 0):
-        self.step = step
-        self.optimizers = {name: torch.optim.Adam([p for n in nets for p in method.nets[n].parameters()], lr=1e-4)
-                           for name, nets in method.optimizer_nets().items()}
-        self.order: list[str] = []
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def optimize(self, name: str, loss: torch.Tensor) -> None:
-        self.order.append(name)
-        self.optimizers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizers[name].step()
 
 
 def faces_batch(cfg: config.RunConfig, size: int = 4) -> dict:
@@ -111,7 +91,7 @@ def test_d_step_losses_by_hand(tmp_path):
     batch = faces_batch(cfg)
     x, c = batch["image"], batch["label"]
     torch.manual_seed(3)
-    losses = method.training_step(batch, RecordingContext(method, step=0))
+    losses = method.training_step(batch, RecordingContext(method, step=0, lr=1e-4))
     assert set(losses) == {"D/loss_real", "D/loss_fake", "D/loss_cls", "D/loss_gp"}
 
     torch.manual_seed(3)  # the same draws: the permutation, then the interpolation weights
@@ -138,7 +118,7 @@ def test_g_steps_every_n_critic_steps(tmp_path):
     cfg = tiny_config(tmp_path)
     method = build_method(cfg).train()
     batch = faces_batch(cfg)
-    ctx = RecordingContext(method)
+    ctx = RecordingContext(method, lr=1e-4)
     g_keys = {"G/loss_fake", "G/loss_rec", "G/loss_cls"}
     with_g = []
     for step in range(10):
@@ -157,7 +137,7 @@ def test_g_step_losses_by_hand(tmp_path):
     batch = faces_batch(cfg)
     x, c = batch["image"], batch["label"]
     torch.manual_seed(5)
-    losses = method.training_step(batch, RecordingContext(method, step=4))
+    losses = method.training_step(batch, RecordingContext(method, step=4, lr=1e-4))
 
     torch.manual_seed(5)
     c_trg = c[torch.randperm(4)]
@@ -179,7 +159,7 @@ def test_single_label_domains_use_cross_entropy(tmp_path):
     assert not method.labels.multi_label and len(method.labels.names) >= 2
     batch = faces_batch(cfg)
     assert torch.equal(batch["label"].sum(1), torch.ones(4))
-    losses = method.train().training_step(batch, RecordingContext(method, step=4))
+    losses = method.train().training_step(batch, RecordingContext(method, step=4, lr=1e-4))
     assert all(torch.isfinite(v) for v in losses.values()) and "G/loss_cls" in losses
 
 

@@ -281,26 +281,17 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         raise UserError(f"{key} must be true or false, got {value!r}")
-    if typ is int:
-        if isinstance(value, bool):
-            raise UserError(f"{key} must be a whole number, got {value!r}")
-        if isinstance(value, int):
-            return value
+    if typ in (int, float):
+        what = "a whole number" if typ is int else "a number"
+        exact = (int,) if typ is int else (int, float)  # TOML's 1.5 is no int; its 2 is a float
+        if isinstance(value, exact) and not isinstance(value, bool):
+            return typ(value)
         if isinstance(value, str):
             try:
-                return int(value)
+                return typ(value)
             except ValueError:
                 pass
-        raise UserError(f"{key} must be a whole number, got {value!r}")
-    if typ is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise UserError(f"{key} must be a number, got {value!r}")
+        raise UserError(f"{key} must be {what}, got {value!r}")
     if typ is str:
         if isinstance(value, (dict, list)):
             raise UserError(f"{key} must be text, got {value!r}")
