@@ -47,6 +47,12 @@ class DataConfig:
     image_dir: str = ""  # celeba: the image folder under root ("": images or img_align_celeba)
     test_size: int = 1999  # celeba: rows held out as the test split (the official 2000 - 1)
     center_crop: int = 178  # celeba / labelled_folders: centre crop before resizing to crop_size
+    # joint (StarGAN's mask vectors): train on several labelled datasets at once, e.g.
+    # ["celeba", "labelled_folders"]; each is built from this section with its own format, and
+    # with the matching entry of joint_roots / joint_center_crops when those are set.
+    joint: list[str] = field(default_factory=list)
+    joint_roots: list[str] = field(default_factory=list)  # joint: one root per dataset (empty: root)
+    joint_center_crops: list[int] = field(default_factory=list)  # joint: one per dataset (empty: center_crop)
 
 
 @dataclass
@@ -156,7 +162,7 @@ class InferConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "method": ("cyclegan", "pix2pix", "stargan"),
     "data.format": ("unaligned", "aligned", "folders", "cityscapes", "scenes", "celeba", "labelled_folders",
-                    "faces", "expressions"),
+                    "faces", "expressions", "joint"),
     "data.direction": ("AtoB", "BtoA"),
     "data.preprocess": ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none"),
     "data.on_bad_file": ("error", "skip"),

@@ -8,7 +8,9 @@ in that mode each image goes through alone, since batch statistics would mix ima
 A StarGAN generator also takes the target label: `target=Blond_Hair,Young` names the entries set
 to 1 (the rest are 0). The names come from a translate checkpoint's run config, or, for an
 official N-G.ckpt, from `attributes=` (in the order it was trained with, e.g. the five of
-`stargan_celeba`).
+`stargan_celeba`). A joint model (data.format=joint, mask vectors) takes names of one of its
+datasets' labels, e.g. `target=happy`: that part of the label is set, the others stay 0, and the
+mask marks that dataset.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from translate import config as config_mod
 from translate.config import DataConfig, InferConfig, RuntimeConfig
+from translate.data import DomainLabels
 from translate.data.images import list_images, load_image
 from translate.data.transforms import sample_params, transform_image
 from translate.errors import UserError
@@ -54,6 +57,21 @@ def target_label(names: list[str], target: list[str]) -> torch.Tensor:
     return torch.tensor([1.0 if name in target else 0.0 for name in names])
 
 
+def joint_target_label(labels: DomainLabels, target: list[str]) -> torch.Tensor:
+    """A joint model's label: the part of the dataset whose labels `target` names, plus its mask."""
+    for k, part in enumerate(labels.parts):
+        if target and all(t in part.names for t in target):
+            known = target_label(list(part.names), target)
+            start = sum(len(p.names) for p in labels.parts[:k])
+            label = torch.zeros(len(labels.names))
+            label[start:start + len(known)] = known
+            label[len(labels.class_names) + k] = 1
+            return label
+    sets = "; ".join(", ".join(p.names) for p in labels.parts)
+    raise UserError(f"target= must name labels of one dataset of this joint model, got [{', '.join(target)}]; "
+                    f"the datasets' labels: {sets}")
+
+
 def load_translator(path: Path, direction: str, target: list[str] = (), attributes: list[str] = ()) -> nn.Module:
     """The generator in a translate checkpoint (by direction) or an official state dict; a StarGAN
     generator comes with the label of `target` fixed."""
@@ -65,6 +83,8 @@ def load_translator(path: Path, direction: str, target: list[str] = (), attribut
             net.load_state_dict(state["nets"][name])
         generator = method.generator(direction)
         names = list(method.labels.names) if isinstance(generator, StarGANGenerator) else []
+        if isinstance(generator, StarGANGenerator) and method.labels.parts:
+            return TargetedGenerator(generator, joint_target_label(method.labels, list(target)))
     else:
         if not isinstance(state, dict):
             raise UserError(f"{path} holds a {type(state).__name__}, not a checkpoint or a state dict")

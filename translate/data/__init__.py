@@ -7,7 +7,8 @@ Every dataset takes (cfg: DataConfig, split, paired, train) and is indexed by a 
 
 The labelled formats (LABELLED_FORMATS, for StarGAN) take (cfg, split, train) and give
 {"image", "label" (float: multi-label 0/1 or one-hot), "path"}; `domain_labels` says what
-their labels mean without loading any image.
+their labels mean without loading any image. "joint" (data.joint: several labelled formats, for
+StarGAN's mask vectors) gives {"image_0", "label_0", "path_0", "image_1", ...}, one of each.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ FILE_FORMATS: dict[str, type[Dataset]] = {
     "folders": DomainFoldersDataset,
     "cityscapes": CityscapesDataset,
 }
-LABELLED_FORMATS = ("celeba", "labelled_folders", "faces", "expressions")
+LABELLED_FORMATS = ("celeba", "labelled_folders", "faces", "expressions", "joint")
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,27 @@ class DomainLabels:
     names: list[str]  # what each entry of a label stands for
     multi_label: bool  # several may hold at once (attributes) or exactly one (one-hot domains)
     image_size: int  # the side of the (square) images the dataset gives
+    # joint format: each dataset's own labels, in order. The joint label (G's input) is their
+    # parts one after another, then the one-hot mask of which dataset's part is known; `names`
+    # lists all of it, the mask entries as "mask:<format>". multi_label is then per part.
+    parts: tuple[DomainLabels, ...] = ()
+
+    @property
+    def class_names(self) -> list[str]:
+        """What D's classification head outputs: every part's names, without the mask."""
+        return [n for p in self.parts for n in p.names] if self.parts else list(self.names)
 
 
 def domain_labels(cfg: DataConfig) -> DomainLabels:
     """The label layout of a labelled format, from the config (and, for folders, the folder names)."""
+    if cfg.format == "joint":
+        from translate.data.joint import part_configs
+        parts = tuple(domain_labels(c) for c in part_configs(cfg))
+        if len({p.image_size for p in parts}) > 1:
+            raise UserError(f"data.joint: the datasets give images of {', '.join(str(p.image_size) for p in parts)} "
+                            f"px; one model needs one size (data.crop_size)")
+        names = [n for p in parts for n in p.names] + [f"mask:{f}" for f in cfg.joint]
+        return DomainLabels(names, False, parts[0].image_size, parts)
     if cfg.format == "celeba":  # the names are checked against the attribute file by the dataset
         return DomainLabels(list(cfg.attributes), True, cfg.crop_size)
     if cfg.format == "labelled_folders":
@@ -94,6 +112,9 @@ def _labelled_dataset(cfg: DataConfig, split: str, train: bool) -> Dataset:
         return CelebADataset(cfg, split, train)
     if cfg.format == "labelled_folders":
         return LabelledFoldersDataset(cfg, split, train)
+    if cfg.format == "joint":
+        from translate.data.joint import JointDataset, part_configs
+        return JointDataset([_labelled_dataset(c, split, train) for c in part_configs(cfg)])
     # Imported here, as the scenes: the synthetic face worlds are needed only for these formats.
     from translate.data.faces import ExpressionsDataset, FacesDataset
     if cfg.format == "faces":

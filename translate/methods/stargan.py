@@ -6,6 +6,13 @@ permuting the batch's labels; every n_critic-th step G also updates: fool D, be 
 target, and come back to the input when translated back to the original label (L1).
 Multi-label attributes (CelebA) are classified with per-attribute BCE summed over attributes;
 single-label domains (RaFD) with cross-entropy, as in the official code.
+
+Several datasets with different label sets (data.format=joint; paper section 3.2, official
+train_multi): G's label is [c_0, c_1, ..., mask], the mask one-hot on the dataset whose part is
+known and the other parts zero; D classifies into every part at once (no mask). A step visits
+the datasets in turn, each with its own D step (and G step on every n_critic-th step), and
+classifies only into that dataset's part of D's outputs: the other parts, unknown for its
+images, get no classification gradient.
 """
 
 from __future__ import annotations
@@ -37,9 +44,9 @@ class StarGAN(Method):
         super().__init__(cfg)
         s = cfg.stargan
         self.labels = domain_labels(cfg.data)
-        c_dim = len(self.labels.names)
-        self.nets["G"] = StarGANGenerator(s.conv_dim, c_dim, s.g_repeat_num)
-        self.nets["D"] = StarGANDiscriminator(self.labels.image_size, s.d_conv_dim, c_dim, s.d_repeat_num)
+        self.nets["G"] = StarGANGenerator(s.conv_dim, len(self.labels.names), s.g_repeat_num)
+        self.nets["D"] = StarGANDiscriminator(self.labels.image_size, s.d_conv_dim, len(self.labels.class_names),
+                                              s.d_repeat_num)
         self.wgan = AdversarialLoss("wgangp")
 
     def optimizer_nets(self) -> dict[str, list[str]]:
@@ -51,13 +58,49 @@ class StarGAN(Method):
     def classification_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return classification_loss(logits, labels, self.labels.multi_label)
 
+    def part_slice(self, k: int) -> slice:
+        """Where dataset k's labels sit in D's classification outputs (and in the joint label)."""
+        start = sum(len(p.names) for p in self.labels.parts[:k])
+        return slice(start, start + len(self.labels.parts[k].names))
+
+    def joint_label(self, label: Tensor, k: int) -> Tensor:
+        """Dataset k's own label widened to [c_0, c_1, ..., mask]: the other parts zero, mask on k."""
+        full = label.new_zeros(label.size(0), len(self.labels.names))
+        full[:, self.part_slice(k)] = label
+        full[:, len(self.labels.class_names) + k] = 1
+        return full
+
     def training_step(self, batch: dict, ctx: StepContext) -> dict[str, Tensor]:
+        if not self.labels.parts:
+            losses, visuals = self._dataset_step(batch["image"], batch["label"], ctx)
+            if visuals:  # the grids show G's steps only, so every grid has the same columns
+                self._visuals = visuals
+            return losses
+        losses, shown = {}, []
+        for k, part in enumerate(self.labels.parts):
+            fmt = self.cfg.data.joint[k]
+            part_losses, visuals = self._dataset_step(batch[f"image_{k}"], batch[f"label_{k}"], ctx, k)
+            losses.update({f"{name}_{fmt}": v for name, v in part_losses.items()})
+            shown.append(visuals)
+        if all(shown):  # every dataset's images, one above the other
+            self._visuals = {key: torch.cat([v[key] for v in shown]) for key in shown[0]}
+        return losses
+
+    def _dataset_step(self, x_real: Tensor, label_org: Tensor, ctx: StepContext,
+                      part: int | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """One dataset's D step (and G step every n_critic-th step). `part` is the dataset's index
+        in a joint model (None: the only dataset): its labels are widened for G, and only its
+        slice of D's classification outputs is classified, with its own loss."""
         s = self.cfg.stargan
         G, D = self.nets["G"], self.nets["D"]
-        x_real, c_org = batch["image"], batch["label"]
         # Target labels: the batch's own labels in a random order (official rand_idx), so targets
         # follow the data's label distribution; drawn on the CPU so every device draws the same.
-        c_trg = c_org[torch.randperm(c_org.size(0)).to(c_org.device)]
+        label_trg = label_org[torch.randperm(label_org.size(0)).to(label_org.device)]
+        if part is None:
+            c_org, c_trg, cls_slice, multi_label = label_org, label_trg, slice(None), self.labels.multi_label
+        else:
+            c_org, c_trg = self.joint_label(label_org, part), self.joint_label(label_trg, part)
+            cls_slice, multi_label = self.part_slice(part), self.labels.parts[part].multi_label
 
         set_requires_grad([D], True)
         with ctx.autocast():
@@ -68,12 +111,13 @@ class StarGAN(Method):
             losses = {
                 "D/loss_real": self.wgan(out_src, True),
                 "D/loss_fake": self.wgan(fake_src, False),
-                "D/loss_cls": self.classification_loss(out_cls, c_org),
+                "D/loss_cls": classification_loss(out_cls[:, cls_slice], label_org, multi_label),
                 "D/loss_gp": gradient_penalty(D, x_real, x_fake),
             }
         ctx.optimize("D", losses["D/loss_real"] + losses["D/loss_fake"] + s.lambda_cls * losses["D/loss_cls"]
                      + s.lambda_gp * losses["D/loss_gp"])
 
+        visuals = {}
         if (ctx.step + 1) % s.n_critic == 0:
             set_requires_grad([D], False)
             with ctx.autocast():
@@ -82,10 +126,9 @@ class StarGAN(Method):
                 x_rec = G(x_fake, c_org)
                 losses["G/loss_fake"] = self.wgan(fake_src, True, for_generator=True)
                 losses["G/loss_rec"] = reconstruction_loss(x_rec, x_real)
-                losses["G/loss_cls"] = self.classification_loss(fake_cls, c_trg)
+                losses["G/loss_cls"] = classification_loss(fake_cls[:, cls_slice], label_trg, multi_label)
             ctx.optimize("G", losses["G/loss_fake"] + s.lambda_rec * losses["G/loss_rec"]
                          + s.lambda_cls * losses["G/loss_cls"])
             set_requires_grad([D], True)
-            # The grids show G's steps only, so every grid has the same columns.
-            self._visuals = {"real": x_real.detach(), "fake": x_fake.detach(), "rec": x_rec.detach()}
-        return {k: v.detach() for k, v in losses.items()}
+            visuals = {"real": x_real.detach(), "fake": x_fake.detach(), "rec": x_rec.detach()}
+        return {k: v.detach() for k, v in losses.items()}, visuals
