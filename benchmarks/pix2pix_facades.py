@@ -27,7 +27,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from translate import config
 from translate.data import HOLDOUT, build_dataset
 from translate.errors import UserError
-from translate.methods import build_method
+from translate.methods import build_method, method_from_checkpoint
 from translate.train.checkpoint import latest_checkpoint
 from translate.train.loop import train
 from translate.train.runtime import Runtime, seed_everything
@@ -106,9 +106,7 @@ def main() -> int:
 
     run_dir = train(cfg, f"{name}-benchmark")
     state, _ = latest_checkpoint(run_dir / "checkpoints")
-    method = build_method(cfg)
-    for net_name, net in method.nets.items():
-        net.load_state_dict(state["nets"][net_name])
+    method = method_from_checkpoint(state)
     rows += score_both_modes(method.generator().to(device), holdout, f"trained {args.steps} steps", device)
 
     table = pd.DataFrame(rows)

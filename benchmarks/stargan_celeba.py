@@ -32,7 +32,7 @@ from translate import config
 from translate.data import build_dataset
 from translate.errors import UserError
 from translate.eval.attributes import attribute_accuracy, train_attribute_classifier
-from translate.methods import build_method
+from translate.methods import build_method, method_from_checkpoint
 from translate.train.checkpoint import latest_checkpoint
 from translate.train.loop import train
 from translate.train.runtime import Runtime, seed_everything
@@ -98,9 +98,7 @@ def main() -> int:
 
     run_dir = train(cfg, f"{name}-benchmark")
     state, _ = latest_checkpoint(run_dir / "checkpoints")
-    method = build_method(cfg)
-    for net_name, net in method.nets.items():
-        net.load_state_dict(state["nets"][net_name])
+    method = method_from_checkpoint(state)
     after = score(method.generator())
 
     table = pd.DataFrame({

@@ -16,7 +16,7 @@ from translate import config
 from translate.data import build_dataset
 from translate.data.scenes import SCENE_CLASSES, colors_to_classes
 from translate.eval.segmentation import score_label_maps
-from translate.methods import build_method
+from translate.methods import build_method, method_from_checkpoint
 from translate.train.checkpoint import latest_checkpoint
 from translate.train.loop import train
 
@@ -53,9 +53,7 @@ def test_cyclegan_learns_photo_to_labels(tmp_path):
 
     run_dir = train(cfg, "learn")
     state, _ = latest_checkpoint(run_dir / "checkpoints")
-    method = build_method(cfg)
-    for name, net in method.nets.items():
-        net.load_state_dict(state["nets"][name])
+    method = method_from_checkpoint(state)
     accuracy, cycle = scores(cfg, method)
     print(f"pixel accuracy {before_accuracy:.3f} -> {accuracy:.3f}; cycle L1 {before_cycle:.3f} -> {cycle:.3f}")
 

@@ -12,7 +12,7 @@ from conftest import REFERENCE, tiny_config
 from translate.config import InferConfig
 from translate.errors import UserError
 from translate.infer import translate_folder
-from translate.methods import build_method
+from translate.methods import method_from_checkpoint
 from translate.nets import ResnetGenerator
 from translate.train.checkpoint import list_checkpoints
 from translate.train.loop import train
@@ -63,10 +63,7 @@ def test_translate_checkpoint_both_directions(tmp_path):
     run_dir = train(cfg, "tiny")
     (checkpoint,) = list_checkpoints(run_dir / "checkpoints")
     smooth_images(tmp_path / "in", 5, (32, 32))
-    state = torch.load(checkpoint, weights_only=True)
-    method = build_method(cfg)
-    for name, net in method.nets.items():
-        net.load_state_dict(state["nets"][name])
+    method = method_from_checkpoint(torch.load(checkpoint, weights_only=True))
     for direction, net_name in (("AtoB", "G_A"), ("BtoA", "G_B")):
         out_dir = tmp_path / direction
         translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "in"),

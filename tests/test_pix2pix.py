@@ -20,7 +20,7 @@ from translate.config import InferConfig
 from translate.data import build_dataset
 from translate.errors import UserError
 from translate.infer import translate_folder
-from translate.methods import build_method
+from translate.methods import build_method, method_from_checkpoint
 from translate.methods.pix2pix import Pix2Pix
 from translate.nets import UnetGenerator
 from translate.train.checkpoint import latest_checkpoint, list_checkpoints
@@ -204,9 +204,7 @@ def test_translate_pix2pix_checkpoint_in_translate_infer(tmp_path):
     smooth_images(tmp_path / "labels", 3, (32, 32))
     translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "labels"),
                                  output=str(tmp_path / "out"), size=32, eval=True))
-    method = build_method(cfg)
-    for name, net in method.nets.items():
-        net.load_state_dict(torch.load(checkpoint, weights_only=True)["nets"][name])
+    method = method_from_checkpoint(torch.load(checkpoint, weights_only=True))
     G = method.generator().eval()
     for i in range(3):
         ours = np.asarray(Image.open(tmp_path / "out" / f"img{i}.png"))
@@ -234,9 +232,7 @@ def test_pix2pix_learns_labels_to_photos(tmp_path):
     untrained, _ = photo_errors(cfg, build_method(cfg).generator())
     run_dir = train(cfg, "learn")
     state, _ = latest_checkpoint(run_dir / "checkpoints")
-    method = build_method(cfg)
-    for name, net in method.nets.items():
-        net.load_state_dict(state["nets"][name])
+    method = method_from_checkpoint(state)
     trained, other_scene = photo_errors(cfg, method.generator())
     print(f"label -> photo L1: untrained {untrained:.3f}, trained {trained:.3f} (vs another scene's photo "
           f"{other_scene:.3f})")

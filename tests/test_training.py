@@ -14,9 +14,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import tiny_config, tiny_overrides
-from translate import config
 from translate.errors import UserError
-from translate.methods import build_method
+from translate.methods import build_method, method_from_checkpoint
 from translate.methods.cyclegan import CycleGAN
 from translate.train import checkpoint as ckpt
 from translate.train.loop import LinearDecay, TrainingDiverged, train
@@ -167,10 +166,7 @@ def free_port() -> int:
 
 def load_method(run_dir: Path):
     state, _ = ckpt.latest_checkpoint(run_dir / "checkpoints")
-    method = build_method(config.from_dict(state["config"]))
-    for name, net in method.nets.items():
-        net.load_state_dict(state["nets"][name])
-    return method.eval()
+    return method_from_checkpoint(state).eval()
 
 
 def test_ddp_two_processes_match_one_process(tmp_path):

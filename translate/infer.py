@@ -23,13 +23,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from translate import config as config_mod
 from translate.config import DataConfig, InferConfig, RuntimeConfig
 from translate.data import DomainLabels
 from translate.data.images import list_images, load_image
 from translate.data.transforms import sample_params, transform_image
 from translate.errors import UserError
-from translate.methods import build_method
+from translate.methods import method_from_checkpoint
 from translate.nets import StarGANGenerator
 from translate.nets.official import infer_generator
 from translate.train.checkpoint import FORMAT, load_state_file
@@ -77,10 +76,7 @@ def load_translator(path: Path, direction: str, target: list[str] = (), attribut
     generator comes with the label of `target` fixed."""
     state = load_state_file(path)
     if isinstance(state, dict) and state.get("format") == FORMAT:
-        cfg = config_mod.from_dict(state["config"])
-        method = build_method(cfg)
-        for name, net in method.nets.items():
-            net.load_state_dict(state["nets"][name])
+        method = method_from_checkpoint(state)
         generator = method.generator(direction)
         names = list(method.labels.names) if isinstance(generator, StarGANGenerator) else []
         if isinstance(generator, StarGANGenerator) and method.labels.parts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from translate import config
 from translate.config import RunConfig
 from translate.methods.base import Method
 from translate.methods.cyclegan import CycleGAN
@@ -13,3 +14,12 @@ METHODS: dict[str, type[Method]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix, "s
 
 def build_method(cfg: RunConfig) -> Method:
     return METHODS[cfg.method](cfg)
+
+
+def method_from_checkpoint(state: dict) -> Method:
+    """The method of a translate checkpoint's state: built from the run's own config, with the
+    checkpoint's weights."""
+    method = build_method(config.from_dict(state["config"]))
+    for name, net in method.nets.items():
+        net.load_state_dict(state["nets"][name])
+    return method
