@@ -21,6 +21,7 @@ setup(
         "kornia>=0.7",
         "tensorboard>=2.14",
         "pandas>=2.0",
+        "tabulate>=0.9",  # pandas.DataFrame.to_markdown: the metric tables as markdown
         "torchmetrics>=1.0",
         "click>=8.1",
         "numpy>=1.24",

@@ -15,24 +15,23 @@ core of a laptop-class CPU. Without the data it prints why and exits 0.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
+from common import SHARED_DATA, report, run
 from torch import nn
 from torch.utils.data import Dataset
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from translate import config
 from translate.data import HOLDOUT, build_dataset
-from translate.errors import UserError
 from translate.methods import build_method, method_from_checkpoint
 from translate.train.checkpoint import latest_checkpoint
 from translate.train.loop import train
 from translate.train.runtime import Runtime, seed_everything
 
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "facades"
+DEFAULT_ROOT = SHARED_DATA / "facades"
 GENERATOR_FOR_SIZE = {128: "unet_128", 256: "unet_256"}  # a U-Net's depth takes its side down to 1x1
 
 
@@ -110,17 +109,10 @@ def main() -> int:
     rows += score_both_modes(method.generator().to(device), holdout, f"trained {args.steps} steps", device)
 
     table = pd.DataFrame(rows)
-    table.to_csv(run_dir / "holdout_scores.csv", index=False)
-    print(f"\npix2pix facades labels -> photos, {len(holdout)} held-out images at {args.size} px "
-          f"(L1 on a 0-1 scale, PSNR in dB):")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"written to {run_dir / 'holdout_scores.csv'}")
+    report(table, f"pix2pix facades labels -> photos, {len(holdout)} held-out images at {args.size} px "
+                  f"(L1 on a 0-1 scale, PSNR in dB):", run_dir / "holdout_scores.csv")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run(main)

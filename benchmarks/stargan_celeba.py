@@ -21,23 +21,22 @@ Without the data it prints why and exits 0.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
+from common import SHARED_DATA, report, run
 
 from translate import config
 from translate.data import build_dataset
-from translate.errors import UserError
 from translate.eval.attributes import attribute_accuracy, train_attribute_classifier
 from translate.methods import build_method, method_from_checkpoint
 from translate.train.checkpoint import latest_checkpoint
 from translate.train.loop import train
 from translate.train.runtime import Runtime, seed_everything
 
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "celeba"
+DEFAULT_ROOT = SHARED_DATA / "celeba"
 IMAGE_DIR = "img_align_celeba_89x109"
 
 
@@ -106,17 +105,11 @@ def main() -> int:
         "target_found_untrained": before["target_found"],
         f"target_found_{args.iterations}_steps": after["target_found"],
     })
-    table.to_csv(run_dir / "attribute_accuracy.csv", index=False)
-    print(f"\nStarGAN CelebA attribute accuracy, {len(test)} held-out faces at {args.size} px "
-          f"({args.classifier_arch} classifier, {args.classifier_steps} steps on the training faces):")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"written to {run_dir / 'attribute_accuracy.csv'}")
+    report(table, f"StarGAN CelebA attribute accuracy, {len(test)} held-out faces at {args.size} px "
+                  f"({args.classifier_arch} classifier, {args.classifier_steps} steps on the training faces):",
+           run_dir / "attribute_accuracy.csv", digits=3)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run(main)

@@ -1,0 +1,37 @@
+"""What every benchmark script shares: where the shared data lives, how a table is reported, and
+how a user error ends the script (one line, exit status 2), as the CLI does.
+
+Scripts run as `python benchmarks/NAME.py`, which puts this folder on sys.path: `from common import ...`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from translate.errors import UserError
+from translate.eval.report import format_table, write_table
+
+# ../shared/data beside the repository: small real datasets (facades, a CelebA subset).
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def report(table: pd.DataFrame, title: str, csv_path: Path | None = None, digits: int = 4) -> None:
+    """Print `table` under `title`; also write it as CSV and markdown (NAME.csv, NAME.md)."""
+    print(f"\n{title}")
+    print(format_table(table, digits))
+    if csv_path is not None:
+        written = write_table(table, csv_path, digits)
+        print("written to " + " and ".join(str(p) for p in written))
+
+
+def run(main: Callable[[], int]) -> None:
+    """Run a benchmark's main(): its return value is the exit status; a UserError is one line, exit 2."""
+    try:
+        sys.exit(main())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
