@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -363,6 +364,60 @@ def test_translate_infer_sets_the_named_target_labels(tmp_path):
             translate_folder(InferConfig(checkpoint=str(source), input=str(tmp_path / "faces"),
                                          output=str(tmp_path / "bad"), size=32, **extra))
         assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_translate_infer_all_targets_writes_the_official_test_row(tmp_path):
+    """target=all: per input [x, G(x, c_1), ..., G(x, c_5)] side by side, each c_k built from the
+    input's own attributes as the official create_labels (hair colour set exclusively, others flipped)."""
+    run_dir = train(tiny_config(tmp_path, "train.iterations=5", "train.iterations_decay=0"), "tiny")
+    state, checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    G = StarGANGenerator(8, 5, 1).train()
+    G.load_state_dict(state["nets"]["G"])
+    smooth_images(tmp_path / "faces", 2, (32, 32))
+    labels = tmp_path / "list_attr.txt"
+    labels.write_text("2\r\nBlack_Hair Blond_Hair Brown_Hair Male Young Bald\r\n"
+                      "img0.png -1  1 -1  1 -1 -1\r\nimg1.png  1 -1 -1 -1  1  1\r\n")
+    translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "faces"),
+                                 output=str(tmp_path / "rows"), size=32, target=["all"], labels=str(labels)))
+    expected_targets = {  # by hand from the file: Black, Blond, Brown set alone; Male, Young flipped
+        "img0": [[1, 0, 0, 1, 0], [0, 1, 0, 1, 0], [0, 0, 1, 1, 0], [0, 1, 0, 0, 0], [0, 1, 0, 1, 1]],
+        "img1": [[1, 0, 0, 0, 1], [0, 1, 0, 0, 1], [0, 0, 1, 0, 1], [1, 0, 0, 1, 1], [1, 0, 0, 0, 0]]}
+    for name, targets in expected_targets.items():
+        row = np.asarray(Image.open(tmp_path / "rows" / f"{name}.png")).astype(int)
+        assert row.shape == (32, 32 * 6, 3)
+        x = to_tensor(Image.open(tmp_path / "faces" / f"{name}.png"))[None]
+        columns = [x[0]] + [G(x, torch.tensor([c], dtype=torch.float32))[0].detach() for c in targets]
+        for k, image in enumerate(columns):
+            expected = ((image.permute(1, 2, 0).numpy() + 1) / 2 * 255).astype(np.uint8).astype(int)
+            assert np.abs(row[:, 32 * k:32 * (k + 1)] - expected).max() <= 1, (name, k)
+
+    # An official checkpoint without labels= is read as one-hot domains (RaFD-style): one column each.
+    official = tmp_path / "5-G.ckpt"
+    torch.save(state["nets"]["G"], official)
+    translate_folder(InferConfig(checkpoint=str(official), input=str(tmp_path / "faces"),
+                                 output=str(tmp_path / "onehot"), size=32, target=["all"],
+                                 attributes=["a", "b", "c", "d", "e"]))
+    row = np.asarray(Image.open(tmp_path / "onehot" / "img0.png")).astype(int)
+    x = to_tensor(Image.open(tmp_path / "faces" / "img0.png"))[None]
+    expected = G(x, torch.tensor([[0.0, 0, 1, 0, 0]]))[0].detach()
+    expected = ((expected.permute(1, 2, 0).numpy() + 1) / 2 * 255).astype(np.uint8).astype(int)
+    assert row.shape == (32, 32 * 6, 3) and np.abs(row[:, 96:128] - expected).max() <= 1
+
+    # center_crop: the official loader's CenterCrop then a bilinear Resize, before G.
+    translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "faces"),
+                                 output=str(tmp_path / "crop"), size=32, center_crop=20, target=["Male"]))
+    img = Image.open(tmp_path / "faces" / "img0.png").crop((6, 6, 26, 26)).resize((32, 32), Image.Resampling.BILINEAR)
+    expected = G(to_tensor(img)[None], torch.tensor([[0.0, 0, 0, 1, 0]]))[0].detach()
+    expected = ((expected.permute(1, 2, 0).numpy() + 1) / 2 * 255).astype(np.uint8).astype(int)
+    assert np.abs(np.asarray(Image.open(tmp_path / "crop" / "img0.png")).astype(int) - expected).max() <= 1
+
+    labels.write_text("1\nBlack_Hair Blond_Hair Brown_Hair Male Young\nimg0.png -1 1 -1 1 -1\n")
+    for extra, message in (({}, "target=all needs each input's own attributes (Black_Hair, Blond_Hair"),
+                           ({"labels": str(labels)}, "has no row for img1.png")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "faces"),
+                                         output=str(tmp_path / "bad"), size=32, target=["all"], **extra))
+    assert not (tmp_path / "bad").exists()  # the mistake is found before anything is written
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import RecordingContext
+from PIL import Image
 from test_stargan import transfer_scores
 
 from translate import config
 from translate.data import build_dataset, domain_labels
 from translate.data.faces import EXPRESSIONS, FACE_ATTRIBUTES, expression_oracle
 from translate.data.joint import JointDataset, part_configs
+from translate.data.transforms import to_tensor
 from translate.errors import UserError
-from translate.methods import build_method
+from translate.methods import build_method, method_from_checkpoint
 from translate.train.checkpoint import latest_checkpoint
 from translate.train.loop import train
 
@@ -224,6 +227,24 @@ def test_translate_infer_takes_the_labels_of_one_dataset(tmp_path):
     translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "faces"),
                                  output=str(tmp_path / "out"), size=32, target=["surprised"]))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.png", "img1.png"]
+
+    # target=all: the official test_multi row, the faces' targets (from their own attributes), then
+    # each expression, every label with the other dataset's part zero and its own mask set.
+    method = method_from_checkpoint(latest_checkpoint(run_dir / "checkpoints")[0])
+    attributes = tmp_path / "attrs.txt"
+    attributes.write_text(f"2\n{' '.join(FACE_ATTRIBUTES)}\nimg0.png 1 -1 -1 1 1\nimg1.png -1 -1 1 -1 -1\n")
+    translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "faces"),
+                                 output=str(tmp_path / "rows"), size=32, target=["all"], labels=str(attributes)))
+    row = torch.from_numpy(np.asarray(Image.open(tmp_path / "rows" / "img1.png")).astype(int))
+    assert row.shape == (32, 32 * (1 + 5 + len(EXPRESSIONS)), 3)
+    x = to_tensor(Image.open(tmp_path / "faces" / "img1.png"))[None]
+    G = method.nets["G"].train()
+    for column, label in ((4, [0, 0, 1, 1, 0] + [0] * len(EXPRESSIONS) + [1, 0]),   # Male flipped
+                          (6, [0] * 5 + [1] + [0] * (len(EXPRESSIONS) - 1) + [0, 1])):  # the first expression
+        with torch.no_grad():
+            expected = G(x, torch.tensor([label], dtype=torch.float32))[0]
+        expected = ((expected.permute(1, 2, 0) + 1) / 2 * 255).to(torch.uint8).int()
+        assert (row[:, 32 * column:32 * (column + 1)] - expected).abs().max() <= 1
 
 
 @pytest.mark.parametrize("seed", [0])

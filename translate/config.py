@@ -156,6 +156,11 @@ class InferConfig:
     precision: str = "fp32"
     target: list[str] = field(default_factory=list)  # StarGAN: the labels set in the target, e.g. Blond_Hair,Young
     attributes: list[str] = field(default_factory=list)  # StarGAN official checkpoints: the label names in order
+    # StarGAN: target=all writes, for each input, the official test mode's row [input, one image per
+    # target domain]; multi-label models (CelebA) flip each input's own attributes, read by file
+    # name from `labels` (a list_attr_celeba.txt-style file).
+    labels: str = ""
+    center_crop: int = 0  # StarGAN: centre-crop this many pixels, then resize to size (official: 178 for CelebA)
 
 
 # Values a field may take, checked after loading; a misspelt choice is caught with the key.

@@ -16,6 +16,7 @@ mask marks that dataset.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,11 @@ from torch import nn
 
 from translate.config import DataConfig, InferConfig, RuntimeConfig
 from translate.data import DomainLabels
+from translate.data.attributes import check_attributes, read_attribute_file, stargan_transform
 from translate.data.images import list_images, load_image
 from translate.data.transforms import sample_params, transform_image
 from translate.errors import UserError
+from translate.eval.attributes import target_labels
 from translate.methods import method_from_checkpoint
 from translate.nets import StarGANGenerator
 from translate.nets.official import infer_generator
@@ -71,29 +74,83 @@ def joint_target_label(labels: DomainLabels, target: list[str]) -> torch.Tensor:
                     f"the datasets' labels: {sets}")
 
 
-def load_translator(path: Path, direction: str, target: list[str] = (), attributes: list[str] = ()) -> nn.Module:
-    """The generator in a translate checkpoint (by direction) or an official state dict; a StarGAN
-    generator comes with the label of `target` fixed."""
+def load_generator(path: Path, direction: str, attributes: list[str] = (),
+                   multi_label: bool = False) -> tuple[nn.Module, DomainLabels | None]:
+    """The generator in a translate checkpoint (by direction) or an official state dict and, for a
+    StarGAN generator, the layout of its label (an official N-G.ckpt's from `attributes`, one-hot
+    unless `multi_label`)."""
     state = load_state_file(path)
     if isinstance(state, dict) and state.get("format") == FORMAT:
         method = method_from_checkpoint(state)
         generator = method.generator(direction)
-        names = list(method.labels.names) if isinstance(generator, StarGANGenerator) else []
-        if isinstance(generator, StarGANGenerator) and method.labels.parts:
-            return TargetedGenerator(generator, joint_target_label(method.labels, list(target)))
-    else:
-        if not isinstance(state, dict):
-            raise UserError(f"{path} holds a {type(state).__name__}, not a checkpoint or a state dict")
-        generator, spec = infer_generator(state, source=str(path))
-        names = list(attributes)
-        if spec["arch"] == "stargan" and len(names) != spec["c_dim"]:
-            raise UserError(f"{path} is a StarGAN generator of {spec['c_dim']} labels; name them in order with "
-                            f"attributes=A,B,... (got {len(names)})")
-    if not isinstance(generator, StarGANGenerator):
+        return generator, (method.labels if isinstance(generator, StarGANGenerator) else None)
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a checkpoint or a state dict")
+    generator, spec = infer_generator(state, source=str(path))
+    if spec["arch"] != "stargan":
+        return generator, None
+    if len(attributes) != spec["c_dim"]:
+        raise UserError(f"{path} is a StarGAN generator of {spec['c_dim']} labels; name them in order with "
+                        f"attributes=A,B,... (got {len(attributes)})")
+    return generator, DomainLabels(list(attributes), multi_label, 0)
+
+
+def load_translator(path: Path, direction: str, target: list[str] = (), attributes: list[str] = ()) -> nn.Module:
+    """The generator in a translate checkpoint (by direction) or an official state dict; a StarGAN
+    generator comes with the label of `target` fixed."""
+    generator, labels = load_generator(path, direction, attributes)
+    if labels is None:
         if target:
             raise UserError(f"target= is for StarGAN generators; {path} translates between two domains only")
         return generator
-    return TargetedGenerator(generator, target_label(names, list(target)))
+    if labels.parts:
+        return TargetedGenerator(generator, joint_target_label(labels, list(target)))
+    return TargetedGenerator(generator, target_label(list(labels.names), list(target)))
+
+
+def row_targets(labels: DomainLabels, own: torch.Tensor | None) -> list[torch.Tensor]:
+    """The target labels of the official test mode's row, one B x C batch per column: for one-hot
+    domains each domain in turn; for attributes each attribute as the official `create_labels`
+    (a hair colour set with the other colours cleared, any other attribute flipped), from the
+    images' own labels `own` (B x attributes). A joint model's row runs over every dataset's
+    targets, the other parts zero and the mask set, as the official `test_multi`."""
+    parts = labels.parts or (labels,)
+    width = len(labels.names)
+    batch = own.size(0) if own is not None else 1
+    columns = []
+    for k, part in enumerate(parts):
+        start = sum(len(p.names) for p in parts[:k])
+        if part.multi_label:
+            if own is None:
+                raise UserError(f"target=all needs each input's own attributes ({', '.join(part.names)}), as the "
+                                f"official test flips them: give labels=list_attr_celeba.txt listing the inputs")
+            part_targets = target_labels(own, part.names)
+        else:
+            part_targets = [torch.eye(len(part.names))[i].expand(batch, -1) for i in range(len(part.names))]
+        for target in part_targets:
+            label = torch.zeros(target.size(0), width)
+            label[:, start:start + len(part.names)] = target
+            if labels.parts:
+                label[:, len(labels.class_names) + k] = 1
+            columns.append(label)
+    return columns
+
+
+def own_attributes(labels: DomainLabels, attribute_file: str, paths: list[Path]) -> torch.Tensor | None:
+    """Each input's own values of the model's multi-label attributes, read from a CelebA-style
+    attribute file by file name (None when the model has no multi-label part)."""
+    part = next((p for p in (labels.parts or (labels,)) if p.multi_label), None)
+    if part is None or not attribute_file:
+        return None
+    names, rows = read_attribute_file(Path(attribute_file))
+    check_attributes(list(part.names), names)
+    table = dict(rows)
+    missing = [p.name for p in paths if p.name not in table]
+    if missing:
+        raise UserError(f"labels={attribute_file} has no row for {missing[0]} ({len(missing)} input(s) missing); "
+                        f"list every input image in it")
+    columns = [names.index(n) for n in part.names]
+    return torch.tensor([[float(table[p.name][c]) for c in columns] for p in paths])
 
 
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -117,30 +174,49 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
         raise UserError(f"output={cfg.output} is inside input={cfg.input}; choose another output folder "
                         f"so the inputs stay untouched")
     runtime = Runtime.setup(RuntimeConfig(device=cfg.device, precision=cfg.precision))
-    net = load_translator(Path(cfg.checkpoint), cfg.direction, cfg.target, cfg.attributes).to(runtime.device)
-    net.train(not cfg.eval)
-    batch_size = 1 if (not cfg.eval and _has_batch_statistics(net)) else cfg.batch_size
     paths = list_images(src, "a folder of images, e.g. testA/*.jpg")
-    shape = DataConfig(preprocess="resize_and_crop" if cfg.size else "none",
-                       load_size=cfg.size or 1, crop_size=cfg.size or 1, flip=False)
+    row_mode = cfg.target == ["all"]
+    if row_mode:  # the official test mode: [input, G(x, c_1), ..., G(x, c_n)] side by side
+        net, labels = load_generator(Path(cfg.checkpoint), cfg.direction, cfg.attributes, bool(cfg.labels))
+        if labels is None:
+            raise UserError(f"target=all is for StarGAN generators; {cfg.checkpoint} translates between two "
+                            f"domains only")
+        own = own_attributes(labels, cfg.labels, paths)
+        row_targets(labels, own[:1] if own is not None else None)  # a missing labels= fails before any work
+    else:
+        net = load_translator(Path(cfg.checkpoint), cfg.direction, cfg.target, cfg.attributes)
+    net = net.to(runtime.device).train(not cfg.eval)
+    batch_size = 1 if (not cfg.eval and _has_batch_statistics(net)) else cfg.batch_size
+    shape = DataConfig(preprocess="resize_and_crop" if cfg.size else "none", load_size=cfg.size or 1,
+                       crop_size=cfg.size or 1, flip=False, center_crop=cfg.center_crop)
     dst.mkdir(parents=True, exist_ok=True)
-    pending: list[tuple[Path, torch.Tensor]] = []
+    pending: list[tuple[int, torch.Tensor]] = []
 
+    @torch.no_grad()
     def flush() -> None:
-        with torch.no_grad(), runtime.autocast():
-            out = net(torch.stack([t for _, t in pending]).to(runtime.device))
-        for (p, _), arr in zip(pending, tensor_to_uint8(out)):
-            target = dst / p.relative_to(src).with_suffix(".png")
+        x = torch.stack([t for _, t in pending]).to(runtime.device)
+        with runtime.autocast():
+            if row_mode:
+                chosen = own[[i for i, _ in pending]] if own is not None else None
+                targets = row_targets(labels, chosen)
+                out = torch.cat([x] + [net(x, c.expand(len(x), -1).to(x.device)).float() for c in targets], dim=3)
+            else:
+                out = net(x)
+        for (i, _), arr in zip(pending, tensor_to_uint8(out)):
+            target = dst / paths[i].relative_to(src).with_suffix(".png")
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(arr).save(target)
         pending.clear()
 
-    for p in paths:
+    for i, p in enumerate(paths):
         img = load_image(p)
-        tensor = transform_image(img, sample_params(shape, img.size, random.Random(0), train=False))
+        if cfg.center_crop:  # StarGAN's official loader: centre crop, then a bilinear resize
+            tensor = stargan_transform(img, replace(shape, crop_size=cfg.size or cfg.center_crop), False, p)
+        else:
+            tensor = transform_image(img, sample_params(shape, img.size, random.Random(0), train=False))
         if pending and (len(pending) == batch_size or pending[0][1].shape != tensor.shape):
             flush()
-        pending.append((p, tensor))
+        pending.append((i, tensor))
     if pending:
         flush()
     return len(paths), dst
