@@ -86,7 +86,8 @@ def infer(args: tuple[str, ...]) -> None:
 
     The checkpoint is a translate checkpoint (runs/NAME/checkpoints/step_*.pt) or an official
     CycleGAN/pix2pix generator (*_net_G_A.pth, *_net_G.pth) or StarGAN generator (N-G.ckpt); the
-    architecture is read from it. StarGAN needs target=NAME,... (and for N-G.ckpt attributes=...).
+    architecture is read from it. StarGAN needs target=NAME,... (and for N-G.ckpt attributes=...);
+    target=all writes the official test row over every target (attributes: with labels=FILE).
     """
     from translate import config
     from translate.infer import translate_folder
