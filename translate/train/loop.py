@@ -117,6 +117,10 @@ class Trainer:
         self.logger = RunLogger(run_dir, self.total_steps, enabled=runtime.is_main)
         self.stop_signal: str | None = None
         self.skipped_files: set[str] = set()
+        self.evaluation = None  # eval.every: periodic evaluation, kept apart in translate/eval/evaluate.py
+        if cfg.eval.every:
+            from translate.eval.evaluate import TrainingEvaluation
+            self.evaluation = TrainingEvaluation(cfg, run_dir, runtime)
 
     # -- the contract with the method (see methods/base.py: StepContext) --------------------------
 
@@ -147,6 +151,7 @@ class Trainer:
             "scalers": {k: v.state_dict() for k, v in self.scalers.items() if v is not None},
             "extra": self.method.extra_state(),
             "rng": rng_state(),
+            "eval_best": self.evaluation.state_dict() if self.evaluation else {},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -168,6 +173,8 @@ class Trainer:
         self.method.load_extra_state(state["extra"])
         load_rng_state(state["rng"])
         self.step = state["step"]
+        if self.evaluation:
+            self.evaluation.load_state_dict(state.get("eval_best", {}))
 
     def resume(self) -> bool:
         found = latest_checkpoint(self.run_dir / "checkpoints", map_location=self.runtime.device)
@@ -244,6 +251,8 @@ class Trainer:
             self.logger.log_scalars(self.step, epoch, lrs)
         if self.step % t.image_every == 0:
             self.logger.log_images(self.step, self.method.visuals())
+        if self.evaluation and self.step % self.cfg.eval.every == 0:
+            self.evaluation(self)  # before the save: the checkpoint then holds the best value so far
         if self.step % t.save_every == 0 and self.step < self.total_steps:
             self.save()
 
