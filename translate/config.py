@@ -191,6 +191,45 @@ class InferConfig:
     center_crop: int = 0  # StarGAN: centre-crop this many pixels, then resize to size (official: 178 for CelebA)
 
 
+@dataclass
+class JudgeConfig:
+    """`translate-judge` options: train a judge network on real images, score it on held-out ones, save it."""
+
+    task: str = "segmentation"  # segmentation (the FCN-score's segmenter) | attributes (StarGAN's classifier)
+    recipe: str = ""  # the recipe whose [data] section gives the data; data.* keys override it
+    output: str = ""  # the judge file to write, e.g. judges/cityscapes_fcn.pt
+    arch: str = "resnet18"  # a timm model name (random init, nothing downloaded), or tiny (for tests)
+    steps: int = 2000  # Adam steps
+    batch_size: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    heldout: str = "test"  # the split scored after training: test (Cityscapes: val) | holdout (data.holdout)
+    heldout_max: int = 0  # score at most this many held-out images (0: all)
+    log_every: int = 100  # steps between loss lines (0: none)
+    device: str = "auto"
+    threads: int = 0  # torch intra-op threads (0: torch's default)
+    data: DataConfig = field(default_factory=DataConfig)  # as in a recipe; the judge reads the photos (A)
+
+
+@dataclass
+class ExportConfig:
+    """`translate-export` options: a trained generator as TorchScript and ONNX, checked against PyTorch."""
+
+    checkpoint: str = ""  # a translate checkpoint, or an official *_net_G*.pth / N-G.ckpt
+    run: str = ""  # or a run folder: its newest readable checkpoint
+    output: str = ""  # the folder the exported files go into
+    direction: str = "AtoB"  # CycleGAN: AtoB exports G_A, BtoA exports G_B
+    target: list[str] = field(default_factory=list)  # StarGAN: the labels fixed into the exported net
+    attributes: list[str] = field(default_factory=list)  # StarGAN official checkpoints: the label names in order
+    size: int = 256  # side of the example images traced with and checked on
+    formats: list[str] = field(default_factory=lambda: ["torchscript", "onnx"])  # torchscript | onnx
+    # Eval-mode norms (running averages) and no dropout. eval=false exports the per-image statistics
+    # of the official test's train mode: only for instance norms (see export.py).
+    eval: bool = True
+    opset: int = 18  # ONNX opset version
+    tolerance: float = 1e-4  # largest |exported - PyTorch| allowed on the check images (outputs in [-1, 1])
+
+
 # Values a field may take, checked after loading; a misspelt choice is caught with the key.
 CHOICES: dict[str, tuple[str, ...]] = {
     "method": ("cyclegan", "pix2pix", "stargan"),

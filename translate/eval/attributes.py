@@ -128,3 +128,18 @@ def attribute_accuracy(classifier: nn.Module, generator: nn.Module, dataset: Dat
         count += len(labels)
     return pd.DataFrame({"attribute": list(attribute_names), "real_accuracy": (real_hits / count).tolist(),
                          "target_found": (found / count).tolist(), "images": count})
+
+
+@torch.no_grad()
+def real_attribute_accuracy(classifier: nn.Module, dataset: Dataset, attribute_names: Sequence[str],
+                            batch_size: int = 16, device: torch.device | str = "cpu", limit: int = 0) -> pd.DataFrame:
+    """Per attribute, how often the classifier's reading of a real image (logit > 0) matches its
+    label, over the first `limit` images of the dataset (0: all) read in order: how far the judge
+    itself can be trusted. Columns `attribute`, `accuracy`, `images`."""
+    classifier.eval()
+    count = min(len(dataset), limit) if limit else len(dataset)
+    hits = torch.zeros(len(attribute_names))
+    for start in range(0, count, batch_size):
+        images, labels = _collate(dataset, range(start, min(start + batch_size, count)))
+        hits += ((classifier(images.to(device)) > 0).float() == labels.to(device)).float().sum(0).cpu()
+    return pd.DataFrame({"attribute": list(attribute_names), "accuracy": (hits / count).tolist(), "images": count})

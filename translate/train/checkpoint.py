@@ -38,21 +38,31 @@ def list_checkpoints(folder: Path) -> list[Path]:
 def save_checkpoint(state: dict, folder: Path, step: int, keep: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(folder, step)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(folder)
+        save_atomically({"format": FORMAT, **state}, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise UserError(f"could not write checkpoint {path}: {e.strerror or e}; free disk space or "
                         f"check permissions, then resume (earlier checkpoints are intact)") from None
     for old in list_checkpoints(folder)[keep:]:
         old.unlink(missing_ok=True)
     return path
+
+
+def save_atomically(obj, path: Path) -> None:
+    """torch.save `obj` to a temporary file beside `path`, flushed to disk, then renamed into place:
+    a kill or a full disk mid-write leaves any earlier `path` as it was (and no stray temporary)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
