@@ -125,6 +125,10 @@ class RuntimeConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
     deterministic: bool = False  # deterministic algorithms (exact resume on the CPU)
     threads: int = 0  # torch intra-op threads (0: torch's default)
+    # Channels-last (NHWC) memory format for the networks and image batches: oneDNN's fast
+    # convolution layout on CPUs (and tensor cores' on GPUs); same maths, other summation order.
+    channels_last: bool = False
+    compile: bool = False  # torch.compile each network (the first steps are slow while it compiles)
 
 
 @dataclass

@@ -31,6 +31,8 @@ class Runtime:
     precision: str = "fp32"
     rank: int = 0
     world_size: int = 1
+    channels_last: bool = False
+    compile: bool = False
 
     @classmethod
     def setup(cls, cfg: RuntimeConfig) -> "Runtime":
@@ -52,7 +54,8 @@ class Runtime:
                 # A bounded timeout: if another process dies, the rest fail instead of hanging.
                 dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
             rank = dist.get_rank()
-        return cls(device=device, precision=cfg.precision, rank=rank, world_size=world_size)
+        return cls(device=device, precision=cfg.precision, rank=rank, world_size=world_size,
+                   channels_last=cfg.channels_last, compile=cfg.compile)
 
     @property
     def is_main(self) -> bool:
@@ -71,8 +74,16 @@ class Runtime:
         """fp16 needs loss scaling against underflow; bf16 has fp32's range and does not."""
         return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
     def wrap(self, net: nn.Module) -> nn.Module:
-        net = net.to(self.device)
+        net = net.to(self.device, memory_format=self.memory_format)
+        if self.compile:
+            # In place (Module.compile): the module and its state_dict keys stay what they were,
+            # so checkpoints do not depend on whether a run was compiled.
+            net.compile()
         if self.distributed and any(p.requires_grad for p in net.parameters()):
             ids = [self.device.index] if self.device.type == "cuda" else None
             return DistributedDataParallel(net, device_ids=ids)
@@ -80,8 +91,12 @@ class Runtime:
 
     def to_device(self, batch: dict) -> dict:
         nonblocking = self.device.type == "cuda"
-        return {k: v.to(self.device, non_blocking=nonblocking) if torch.is_tensor(v) else v
-                for k, v in batch.items()}
+        return {k: self._to_device(v, nonblocking) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _to_device(self, tensor: torch.Tensor, nonblocking: bool) -> torch.Tensor:
+        if tensor.dim() == 4:  # image batches in the networks' memory format
+            return tensor.to(self.device, non_blocking=nonblocking, memory_format=self.memory_format)
+        return tensor.to(self.device, non_blocking=nonblocking)
 
     def broadcast(self, obj):
         """Rank 0's value of a picklable object, on every rank."""
