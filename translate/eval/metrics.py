@@ -222,7 +222,8 @@ class FCN(Metric):
         e = context.eval
         net, meta = context.shared("segmenter", lambda: load_checked_judge(
             e.segmenter, "eval.segmenter", "segmentation", context.device))
-        self.score = FCNScore(net, int(meta["num_classes"]), context.device)
+        size = meta.get("image_size") or [None]  # photos are resized to what the judge was trained on
+        self.score = FCNScore(net, int(meta["num_classes"]), context.device, image_size=size[0])
 
     @torch.no_grad()
     def update(self, batch: Translated) -> None:
