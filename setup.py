@@ -30,7 +30,8 @@ setup(
     extras_require={
         # The test extra holds the export packages too, so CI runs tests/test_export.py (it checks
         # the exported ONNX models with onnxruntime) instead of skipping it.
-        "test": ["pytest>=8", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+        # and torch-fidelity, so CI tests the FID Inception code path (tests/test_eval.py)
+        "test": ["pytest>=8", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "torch-fidelity>=0.3"],
         # translate-export: torch.onnx.export (dynamo) writes through onnxscript and onnx; onnxruntime
         # runs the exported model to check it against PyTorch.
         "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],

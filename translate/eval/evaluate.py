@@ -238,8 +238,7 @@ def append_metrics_row(path: Path, row: dict) -> None:
     if path.exists():
         old = pd.read_csv(path)
         table = pd.concat([old[old["step"] < row["step"]], table], ignore_index=True)
-    from translate.train.checkpoint import write_atomically
-    write_atomically(path, table.to_csv(index=False).encode())
+    table.to_csv(path, index=False)
 
 
 class TrainingEvaluation:
