@@ -22,10 +22,10 @@ import torch
 from common import SHARED_DATA, report, run
 from torch import nn
 from torch.utils.data import Dataset
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from translate import config
 from translate.data import HOLDOUT, build_dataset
+from translate.eval.paired import PairedScores
 from translate.methods import build_method, method_from_checkpoint
 from translate.train.checkpoint import latest_checkpoint
 from translate.train.loop import train
@@ -51,29 +51,19 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] to [0, 1], the range the scores are given in."""
-    return ((images.float() + 1) / 2).clamp(0, 1)
-
-
 @torch.no_grad()
 def score(generator: nn.Module, holdout: Dataset, official_mode: bool, device: torch.device) -> dict[str, float]:
     """Mean L1, PSNR (dB) and SSIM of G(label map) against the photo over the held-out images, one
-    image at a time. official_mode: norm layers use each image's own statistics and dropout acts,
-    as the official test script runs without --eval (dropout seeded, so a rerun gives the same)."""
+    image at a time (translate/eval/paired.py, the `paired` metric of translate-eval). official_mode:
+    norm layers use each image's own statistics and dropout acts, as the official test script runs
+    without --eval (dropout seeded, so a rerun gives the same)."""
     generator.train(official_mode)
     torch.manual_seed(0)
-    psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)).to(device)  # per image, then averaged
-    ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
-    l1 = []
+    scores = PairedScores(device)
     for i in range(len(holdout)):
         sample = holdout[i]  # direction BtoA: A is the label map, B the photo
-        fake = to_unit(generator(sample["A"][None].to(device)))
-        real = to_unit(sample["B"][None].to(device))
-        l1.append(float((fake - real).abs().mean()))
-        psnr.update(fake, real)
-        ssim.update(fake, real)
-    return {"L1": sum(l1) / len(l1), "PSNR": float(psnr.compute()), "SSIM": float(ssim.compute())}
+        scores.update(generator(sample["A"][None].to(device)), sample["B"][None].to(device))
+    return scores.compute()
 
 
 def score_both_modes(generator: nn.Module, holdout: Dataset, stage: str, device: torch.device) -> list[dict]:
