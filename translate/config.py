@@ -129,6 +129,10 @@ class RuntimeConfig:
     # convolution layout on CPUs (and tensor cores' on GPUs); same maths, other summation order.
     channels_last: bool = False
     compile: bool = False  # torch.compile each network (the first steps are slow while it compiles)
+    # Seconds a process waits for the others in a collective before it stops with an error: the
+    # bound for a hung process (a dead one's closed socket stops the others within seconds). Long
+    # enough for rank 0 to write a checkpoint or evaluate while the others wait.
+    dist_timeout: float = 600.0
 
 
 @dataclass
@@ -256,7 +260,7 @@ POSITIVE = ("data.load_size", "data.crop_size", "data.scenes_size", "data.scenes
             "model.ngf", "model.ndf", "model.input_nc", "model.output_nc", "train.batch_size",
             "train.log_every", "train.image_every", "train.save_every", "train.keep_checkpoints",
             "data.center_crop", "stargan.conv_dim", "stargan.d_conv_dim", "stargan.d_repeat_num",
-            "stargan.n_critic", "eval.batch_size", "eval.kid_subsets", "eval.kid_subset_size")
+            "stargan.n_critic", "eval.batch_size", "eval.kid_subsets", "eval.kid_subset_size", "runtime.dist_timeout")
 NON_NEGATIVE = ("data.max_size", "data.holdout", "data.num_workers", "train.epochs", "train.epochs_decay",
                 "train.max_steps", "train.lr", "cyclegan.lambda_A", "cyclegan.lambda_B",
                 "cyclegan.lambda_identity", "cyclegan.pool_size", "pix2pix.lambda_L1", "runtime.threads",

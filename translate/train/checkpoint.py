@@ -13,6 +13,8 @@ import os
 import pickle
 import re
 import sys
+import zipfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -65,6 +67,21 @@ def save_atomically(obj, path: Path) -> None:
         raise
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a flushed temporary file and a rename, as checkpoints are:
+    a kill mid-write leaves the old file whole (run folders' config.toml and losses.csv)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """A translate checkpoint's state; a missing, broken or foreign file is a UserError naming it."""
     state = load_state_file(path, map_location)
@@ -81,6 +98,9 @@ def load_state_file(path: Path, map_location: str | torch.device = "cpu"):
         raise UserError(f"checkpoint {path} does not exist; check the path")
     if path.is_dir():
         raise UserError(f"{path} is a folder, not a checkpoint file; pass the file itself")
+    damaged = _failed_checksum(path)
+    if damaged:
+        raise UserError(f"{path} is corrupt: {damaged}; the file was damaged after it was written")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
@@ -90,6 +110,21 @@ def load_state_file(path: Path, map_location: str | torch.device = "cpu"):
     except Exception as e:  # a damaged file fails in many ways: zip, EOF, storage, key errors
         raise UserError(f"cannot read {path} as a PyTorch checkpoint ({first_sentence(e)}); "
                         f"it may be truncated or corrupt") from None
+
+
+def _failed_checksum(path: Path) -> str | None:
+    """The first record of a (zip) PyTorch file whose bytes do not match their stored CRC-32.
+    torch.load does not check these: flipped bits in a tensor would load as wrong weights."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return None  # not a whole zip (truncated, or the legacy format): torch.load says why
+    with archive:
+        try:
+            bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error, NotImplementedError) as e:
+            return f"its records are damaged ({first_sentence(e)})"
+    return f"its record {bad} fails its CRC-32 checksum" if bad else None
 
 
 def first_sentence(error: Exception) -> str:

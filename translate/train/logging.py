@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,6 +15,10 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid, save_image
 
+from translate.train.checkpoint import write_atomically
+
+SAMPLE = re.compile(r"^step_(\d{8,})\.png$")
+
 
 def image_grid(visuals: dict[str, Tensor], max_rows: int = 4) -> Tensor:
     """One row per batch item (up to `max_rows`), one column per visual; values in [0, 1]."""
@@ -20,6 +26,18 @@ def image_grid(visuals: dict[str, Tensor], max_rows: int = 4) -> Tensor:
     columns = [c.expand(-1, 3, -1, -1) if c.size(1) == 1 else c[:, :3] for c in columns]
     rows = torch.stack(columns, 1).flatten(0, 1)  # item-major: each row holds one item's visuals
     return make_grid((rows + 1) / 2, nrow=len(columns), padding=2).clamp(0, 1)
+
+
+def visuals_state(visuals: dict[str, Tensor], max_rows: int = 4) -> dict[str, Tensor]:
+    """The rows of the visuals a grid shows, as the 8-bit values a PNG grid stores: kept in a
+    checkpoint, a resumed run draws the same grids (StarGAN's come from its last G step, which
+    may lie before the checkpoint)."""
+    return {k: ((v[:max_rows].detach().float().cpu() + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+            for k, v in visuals.items()}
+
+
+def visuals_from_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.float() / 255 * 2 - 1 for k, v in state.items()}
 
 
 def format_duration(seconds: float) -> str:
@@ -39,13 +57,41 @@ class RunLogger:
         self.run_dir = run_dir
         self.total_steps = total_steps
         self.enabled = enabled
-        self.writer = SummaryWriter(str(run_dir)) if enabled else None
+        self._writer: SummaryWriter | None = None
+        self.purge_step: int | None = None
         self.sums: dict[str, Tensor] = {}
         self.counts: dict[str, int] = {}
         self.clock = time.perf_counter()
         self.clock_step: int | None = None
         self.csv_path = run_dir / "losses.csv"
         self.csv_columns: list[str] | None = None
+
+    @property
+    def writer(self) -> SummaryWriter | None:
+        """Opened on first use, so that a resumed run can first say from which step on to purge."""
+        if self.enabled and self._writer is None:
+            self._writer = SummaryWriter(str(self.run_dir), purge_step=self.purge_step)
+        return self._writer
+
+    def resume_at(self, step: int) -> None:
+        """Forget what a killed run logged after its last checkpoint (`step`): those steps run
+        again. TensorBoard hides its events from `step + 1` on (SummaryWriter's purge_step);
+        losses.csv loses the rows, samples/ the grids, of those steps."""
+        if not self.enabled:
+            return
+        self.purge_step = step + 1
+        if self.csv_path.exists():
+            text = self.csv_path.read_text()
+            text = text[:text.rfind("\n") + 1]  # a line cut short by a kill
+            rows = list(csv.reader(io.StringIO(text)))
+            kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+            if kept != rows:
+                out = io.StringIO()
+                csv.writer(out).writerows(kept)
+                write_atomically(self.csv_path, out.getvalue().encode())
+        for png in (self.run_dir / "samples").glob("step_*.png"):
+            if (m := SAMPLE.match(png.name)) and int(m.group(1)) > step:
+                png.unlink()
 
     def accumulate(self, losses: dict[str, Tensor]) -> None:
         for k, v in losses.items():
@@ -122,14 +168,15 @@ class RunLogger:
                 with open(self.csv_path, newline="") as f:
                     rows = list(csv.DictReader(f))
             self.csv_columns += [k for k in row if k not in self.csv_columns]
-            with open(self.csv_path, "w", newline="") as f:
-                w = csv.DictWriter(f, self.csv_columns)
-                w.writeheader()
-                w.writerows(rows)
+            out = io.StringIO()
+            w = csv.DictWriter(out, self.csv_columns)
+            w.writeheader()
+            w.writerows(rows)
+            write_atomically(self.csv_path, out.getvalue().encode())
         with open(self.csv_path, "a", newline="") as f:
             csv.DictWriter(f, self.csv_columns).writerow(row)
 
     def close(self) -> None:
-        if self.writer:
-            self.writer.flush()
-            self.writer.close()
+        if self._writer:
+            self._writer.flush()
+            self._writer.close()

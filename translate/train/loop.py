@@ -8,6 +8,7 @@ everything needed to continue exactly where it stopped.
 from __future__ import annotations
 
 import datetime
+import re
 import signal
 import warnings
 from itertools import chain
@@ -23,8 +24,8 @@ from translate.data import build_dataset
 from translate.data.sampler import GlobalBatchSampler, make_loader
 from translate.errors import UserError
 from translate.methods import METHODS, build_method
-from translate.train.checkpoint import latest_checkpoint, save_checkpoint
-from translate.train.logging import RunLogger
+from translate.train.checkpoint import first_sentence, latest_checkpoint, save_checkpoint, write_atomically
+from translate.train.logging import RunLogger, visuals_from_state, visuals_state
 from translate.train.runtime import Runtime, load_rng_state, rng_state, seed_everything, unwrap
 
 
@@ -65,7 +66,7 @@ def start_run(cfg: RunConfig, recipe_name: str, runtime: Runtime) -> Path:
                     break
                 except FileExistsError:
                     continue
-            (path / "config.toml").write_text(config_mod.to_toml(cfg))
+            write_atomically(path / "config.toml", config_mod.to_toml(cfg).encode())
         except OSError as e:
             raise UserError(f"cannot create the run folder under {root}: {e.strerror}; "
                             f"set output_dir to a writable folder") from None
@@ -151,6 +152,7 @@ class Trainer:
             "scalers": {k: v.state_dict() for k, v in self.scalers.items() if v is not None},
             "extra": self.method.extra_state(),
             "rng": rng_state(),
+            "visuals": visuals_state(self.method.visuals()),
             "eval_best": self.evaluation.state_dict() if self.evaluation else {},
         }
 
@@ -172,6 +174,7 @@ class Trainer:
                 scaler.load_state_dict(state["scalers"][k])
         self.method.load_extra_state(state["extra"])
         load_rng_state(state["rng"])
+        self.method._visuals = visuals_from_state(state.get("visuals", {}))  # the grids' input, see logging.py
         self.step = state["step"]
         if self.evaluation:
             self.evaluation.load_state_dict(state.get("eval_best", {}))
@@ -283,16 +286,26 @@ class Trainer:
 
 def train(cfg: RunConfig, recipe_name: str, resume_dir: Path | None = None) -> Path:
     runtime = Runtime.setup(cfg.runtime)
+    run_dir = None
     try:
         # The data first: a wrong path fails before anything is written.
         dataset = build_dataset(cfg.data, "train", paired=METHODS[cfg.method].paired, train=True)
         run_dir = resume_dir if resume_dir else start_run(cfg, recipe_name, runtime)
         if resume_dir and runtime.is_main:
-            (run_dir / "config.toml").write_text(config_mod.to_toml(cfg))
+            write_atomically(run_dir / "config.toml", config_mod.to_toml(cfg).encode())
         trainer = Trainer(cfg, run_dir, runtime, dataset)
-        if resume_dir and not trainer.resume():
-            trainer.logger.message(f"no checkpoint in {run_dir}/checkpoints yet; starting from step 0")
+        if resume_dir:
+            if not trainer.resume():
+                trainer.logger.message(f"no checkpoint in {run_dir}/checkpoints yet; starting from step 0")
+            trainer.logger.resume_at(trainer.step)
         trainer.fit()
         return run_dir
+    except RuntimeError as e:
+        if runtime.lost_peer(e):
+            gist = re.sub(r"\[\S+\.cc:\d+\] ", "", first_sentence(e))  # gloo's source location
+            raise UserError(f"process {runtime.rank} of {runtime.world_size} lost contact with the others "
+                            f"({gist}); one has probably died (see its log); continue with "
+                            f"translate-train resume={run_dir or 'RUN_FOLDER'}") from None
+        raise
     finally:
         runtime.close()

@@ -52,7 +52,7 @@ class Runtime:
             if not dist.is_initialized():
                 backend = "nccl" if device.type == "cuda" else "gloo"
                 # A bounded timeout: if another process dies, the rest fail instead of hanging.
-                dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
+                dist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.dist_timeout))
             rank = dist.get_rank()
         return cls(device=device, precision=cfg.precision, rank=rank, world_size=world_size,
                    channels_last=cfg.channels_last, compile=cfg.compile)
@@ -118,9 +118,23 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def lost_peer(self, error: BaseException) -> bool:
+        """Whether `error` is a collective failing because another process died or hung: gloo
+        reports a closed socket within seconds, a hung peer ends in runtime.dist_timeout."""
+        if not self.distributed:
+            return False
+        if isinstance(error, dist.DistError):
+            return True
+        text = str(error)
+        return any(s in text for s in ("Connection closed by peer", "Connection reset by peer", "Timed out",
+                                       "timed out", "NCCL communicator was aborted", "ProcessGroupGloo"))
+
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                dist.destroy_process_group()
+            except RuntimeError:  # a group whose peer died may fail to tear down; the process ends anyway
+                pass
 
 
 def unwrap(net: nn.Module) -> nn.Module:
