@@ -12,6 +12,9 @@ crop and data workers. A hook around the trainer's step records when each step e
 iteration is the median over the timed steps after the warm-up, step end to step end, so waiting
 for data counts and checkpoints, logs and image grids (all pushed past the run) do not. StarGAN
 updates G on every 5th step only: its figure is the median over whole 5-step cycles, divided by 5.
+"CPU s/iter" is the same median in CPU time of the training process (all its threads), which
+other jobs on a shared machine disturb less than the wall clock; "data s/batch" is the time to
+read, decode and augment one batch in one process (the loader's workers do it beside the steps).
 
 Every (configuration, mode) runs in a process of its own, so its peak RSS (getrusage, the main
 process; data workers are separate processes) is its own. The floating-point work per iteration is
@@ -180,6 +183,10 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
             *([f"data.num_workers={args.workers}"] if args.workers is not None else [])])
         runtime = Runtime.setup(cfg.runtime)
         dataset = build_dataset(cfg.data, "train", paired=METHODS[cfg.method].paired, train=True)
+        start = time.perf_counter()  # decoding + augmenting one batch in this process (workers overlap it)
+        for i in range(setup.batch):
+            dataset[(i, i)]
+        data_s = time.perf_counter() - start
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         trainer = Trainer(cfg, run_dir, runtime, dataset)
@@ -194,7 +201,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     result = {
         "config": name, "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile,
         "threads": torch.get_num_threads(), "s_iter": per_iteration(hook.ends),
-        "cpu_s_iter": per_iteration(hook.cpu_ends),
+        "cpu_s_iter": per_iteration(hook.cpu_ends), "data_s": data_s,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
         "gflop_iter": hook.flops / setup.cycle / 1e9 if hook.flops is not None else None,
         "load": os.getloadavg()[0],
@@ -313,7 +320,8 @@ def main() -> int:
             "config": setup.title, "precision": r["precision"],
             "memory format": "channels_last" if r["channels_last"] else "contiguous",
             "compile": r["compile"], "threads": r["threads"], "s/iter": r["s_iter"], "CPU s/iter": r["cpu_s_iter"],
-            "images/s": setup.batch / r["s_iter"], "peak RSS GB": r["peak_rss_gb"],
+            "images/s": setup.batch / r["s_iter"],
+            "data s/batch": r["data_s"], "peak RSS GB": r["peak_rss_gb"],
             "GFLOP/iter": counted[r["config"]], "GFLOP/s": gflops,
             "of conv peak": gflops / rates[r["precision"]],
             "official s/iter": setup.official_s, "speed-up": setup.official_s / r["s_iter"],

@@ -9,13 +9,16 @@ previous checkpoints as they were and at most a stray temporary file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
 import sys
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -50,14 +53,16 @@ def save_checkpoint(state: dict, folder: Path, step: int, keep: int) -> Path:
     return path
 
 
-def save_atomically(obj, path: Path) -> None:
-    """torch.save `obj` to a temporary file beside `path`, flushed to disk, then renamed into place:
-    a kill or a full disk mid-write leaves any earlier `path` as it was (and no stray temporary)."""
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: a temporary beside it, flushed to disk and renamed
+    into place when the block ends; removed if the block fails, so a kill or a full disk mid-write
+    leaves any earlier `path` whole and no stray temporary."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -67,19 +72,16 @@ def save_atomically(obj, path: Path) -> None:
         raise
 
 
+def save_atomically(obj, path: Path) -> None:
+    """torch.save `obj` to `path` atomically (checkpoints, judge files)."""
+    with atomic_file(path) as f:
+        torch.save(obj, f)
+
+
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a flushed temporary file and a rename, as checkpoints are:
-    a kill mid-write leaves the old file whole (run folders' config.toml and losses.csv)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write `data` to `path` atomically (run folders' config.toml and losses.csv)."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
