@@ -31,7 +31,10 @@ setup(
         # The test extra holds the export packages too, so CI runs tests/test_export.py (it checks
         # the exported ONNX models with onnxruntime) instead of skipping it.
         # and torch-fidelity, so CI tests the FID Inception code path (tests/test_eval.py)
-        "test": ["pytest>=8", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "torch-fidelity>=0.3"],
+        # and hypothesis: property-based tests feed generated bad input (overrides, image bytes,
+        # checkpoints) and check that each ends in a one-line UserError (tests/test_bad_input.py)
+        "test": ["pytest>=8", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "torch-fidelity>=0.3",
+                 "hypothesis>=6"],
         # translate-export: torch.onnx.export (dynamo) writes through onnxscript and onnx; onnxruntime
         # runs the exported model to check it against PyTorch.
         "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -372,13 +373,16 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     if typ in (int, float):
         what = "a whole number" if typ is int else "a number"
         exact = (int,) if typ is int else (int, float)  # TOML's 1.5 is no int; its 2 is a float
+        number = None
         if isinstance(value, exact) and not isinstance(value, bool):
-            return typ(value)
-        if isinstance(value, str):
+            number = typ(value)
+        elif isinstance(value, str):
             try:
-                return typ(value)
+                number = typ(value)
             except ValueError:
                 pass
+        if number is not None and (typ is int or math.isfinite(number)):  # nan, inf pass every range check
+            return number
         raise UserError(f"{key} must be {what}, got {value!r}")
     if typ is str:
         if isinstance(value, (dict, list)):
@@ -438,6 +442,9 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def validate(cfg: RunConfig) -> RunConfig:
     flat = to_flat(cfg)
+    if any(c in cfg.name for c in "/\\\n") or cfg.name in (".", ".."):
+        raise UserError(f"name={cfg.name!r} would not be one folder under output_dir; give a plain name "
+                        f"(the run folder is output_dir/NAME-DATE-TIME)")
     for key, allowed in CHOICES.items():
         if flat[key] not in allowed:
             close = difflib.get_close_matches(str(flat[key]), allowed, n=1)

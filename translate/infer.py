@@ -163,6 +163,23 @@ def _has_batch_statistics(net: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
 
+def output_paths(paths: list[Path], src: Path, dst: Path) -> list[Path]:
+    """Where each input's result goes (dst/<its path under src>.png), checked before anything is
+    written: two inputs may not share one output (a.jpg, a.png), nor may an output land among the
+    inputs (an input folder inside the output folder with a like-named sub-folder)."""
+    outputs, first = [], {}
+    for path in paths:
+        out = dst / path.relative_to(src).with_suffix(".png")
+        if out in first:
+            raise UserError(f"{first[out]} and {path} would both be written to {out}; rename one of them")
+        if src in out.parents:
+            raise UserError(f"output={dst} would write {out} inside input={src}; choose an output folder "
+                            f"outside the input folder")
+        first[out] = path
+        outputs.append(out)
+    return outputs
+
+
 def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
     for key in ("checkpoint", "input", "output"):
         if not getattr(cfg, key):
@@ -175,6 +192,7 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
                         f"so the inputs stay untouched")
     runtime = Runtime.setup(RuntimeConfig(device=cfg.device, precision=cfg.precision))
     paths = list_images(src, "a folder of images, e.g. testA/*.jpg")
+    outputs = output_paths(paths, src, dst)
     row_mode = cfg.target == ["all"]
     if row_mode:  # the official test mode: [input, G(x, c_1), ..., G(x, c_n)] side by side
         net, labels = load_generator(Path(cfg.checkpoint), cfg.direction, cfg.attributes, bool(cfg.labels))
@@ -203,9 +221,8 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
             else:
                 out = net(x)
         for (i, _), arr in zip(pending, tensor_to_uint8(out)):
-            target = dst / paths[i].relative_to(src).with_suffix(".png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(arr).save(target)
+            outputs[i].parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(outputs[i])
         pending.clear()
 
     for i, p in enumerate(paths):

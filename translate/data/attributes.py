@@ -47,12 +47,26 @@ def read_attribute_file(path: Path) -> tuple[list[str], list[tuple[str, list[boo
         raise UserError(f"{path} is not a CelebA attribute file: it should start with the row count and a line "
                         f"of attribute names")
     names = lines[1]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"{path} names the attribute {repeated[0]} twice on line 2; each attribute once")
     rows = []
     for number, fields in enumerate(lines[2:], start=3):
-        if len(fields) != len(names) + 1 or any(v not in ("1", "-1") for v in fields[1:]):
+        if len(fields) != len(names) + 1:
             raise UserError(f"{path} line {number} should be a file name and {len(names)} values of 1 or -1, "
                             f"got {len(fields)} fields")
+        wrong = next(((name, v) for name, v in zip(names, fields[1:], strict=True) if v not in ("1", "-1")), None)
+        if wrong:
+            raise UserError(f"{path} line {number} ({fields[0]}): {wrong[0]} is {wrong[1]!r}; the values must "
+                            f"be 1 or -1")
         rows.append((fields[0], [v == "1" for v in fields[1:]]))
+    if int(lines[0][0]) != len(rows):
+        raise UserError(f"{path} says it has {lines[0][0]} rows but has {len(rows)}; the file is cut short "
+                        f"or its first line is wrong")
+    files = [name for name, _ in rows]
+    if len(set(files)) != len(files):
+        twice = next(f for f in files if files.count(f) > 1)
+        raise UserError(f"{path} has two rows for {twice}; give each image one row")
     return names, rows
 
 

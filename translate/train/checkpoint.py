@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import sys
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -104,7 +105,11 @@ def load_state_file(path: Path, map_location: str | torch.device = "cpu"):
     if damaged:
         raise UserError(f"{path} is corrupt: {damaged}; the file was damaged after it was written")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A plain pickle (not torch.save's zip) makes torch warn about its protocol before
+            # refusing it; the refusal below says it on one line.
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         # weights_only refuses pickled Python objects (and bytes that are no pickle at all)
         raise UserError(f"{path} is not a plain state dict of tensors (it holds other Python objects "
