@@ -109,6 +109,19 @@ def test_official_cyclegan_generator_exports_and_keeps_the_official_outputs(tmp_
     assert gap > 0.1 * pix2pix["output_train_no_dropout"].abs().max()
 
 
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/fixtures/reference not found")
+def test_official_pix2pix_generator_exports_in_eval_mode(tmp_path):
+    fixture = torch.load(REFERENCE / "pix2pix_unet256_G.pt", weights_only=True)
+    official = tmp_path / "latest_net_G.pth"
+    torch.save(fixture["state_dict"], official)
+    table = export_generator(ExportConfig(checkpoint=str(official), output=str(tmp_path / "out"), size=256,
+                                          formats=["torchscript"]))
+    assert table["checked_on"].item() == "3x3x256x256, 1x3x512x512"  # a U-Net of 8 levels: multiples of 256
+    got = run_torchscript(tmp_path / "out" / "generator.pt", fixture["input"])
+    reference = fixture["output_eval"]  # the running averages, not the official test's train mode
+    assert (got - reference).abs().max() <= 1e-4 * reference.abs().max() + 1e-7
+
+
 def stargan_run(tmp_path):
     cfg, _ = config.load("stargan_synthetic", [
         f"output_dir={tmp_path / 'runs'}", "data.num_workers=0", "data.scenes_count=8", "stargan.conv_dim=8",
