@@ -109,7 +109,7 @@ class Trainer:
         self.optimizers, self.schedulers, self.scalers = {}, {}, {}
         for name, net_names in self.method.optimizer_nets().items():
             params = chain.from_iterable(unwrap(self.method.nets[n]).parameters() for n in net_names)
-            opt = torch.optim.Adam(params, lr=t.lr, betas=(t.beta1, t.beta2))
+            opt = runtime.adam(params, lr=t.lr, betas=(t.beta1, t.beta2))
             self.optimizers[name] = opt
             self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
             self.scalers[name] = runtime.grad_scaler()
