@@ -195,6 +195,10 @@ class FID(_FeatureDistance):
         return FrechetInceptionDistance(feature=features, normalize=False)
 
     def compute(self) -> dict[str, float]:
+        counts = [int(self.metric.real_features_num_samples), int(self.metric.fake_features_num_samples)]
+        if min(counts) < 2:
+            raise UserError(f"FID needs at least 2 real and 2 translated images, got {counts[0]} and {counts[1]}; "
+                            f"raise eval.max_images")
         return {"fid": float(self.metric.compute())}
 
 
@@ -216,7 +220,8 @@ class KID(_FeatureDistance):
     def compute(self) -> dict[str, float]:
         counts = [sum(len(f) for f in self.metric.real_features), sum(len(f) for f in self.metric.fake_features)]
         if min(counts) < 2:
-            raise UserError(f"KID needs at least 2 real and 2 translated images, got {counts[0]} and {counts[1]}")
+            raise UserError(f"KID needs at least 2 real and 2 translated images, got {counts[0]} and {counts[1]}; "
+                            f"raise eval.max_images")
         # Subsets of at most the number of images there are (torchmetrics' default is 1000).
         self.metric.subset_size = min(self.context.eval.kid_subset_size, *counts)
         mean, std = self.metric.compute()
