@@ -16,7 +16,7 @@ from translate.data.scenes import SCENE_CLASSES
 from translate.errors import UserError
 from translate.eval.attributes import TinyClassifier
 from translate.eval.fcn_score import FCNScore, Segmenter, build_segmenter, score_real_photos, train_segmenter
-from translate.eval.judges import load_judge, save_judge
+from translate.eval.judges import class_names, load_judge, save_judge
 
 K = len(SCENE_CLASSES)
 
@@ -147,6 +147,26 @@ def test_load_judge_refuses_other_files_with_one_line(tmp_path):
         assert "\n" not in str(err.value)
 
 
+def test_cityscapes_judges_know_the_19_train_ids():
+    names = class_names(DataConfig(format="cityscapes"))
+    assert len(names) == 19 and names[0] == "road" and names[13] == "car" and names[18] == "bicycle"
+
+
+def test_translate_judge_on_a_cityscapes_layout(tmp_path):
+    from test_data import make_cityscapes  # two 8x8 scenes per split in Cityscapes' own layout
+    make_cityscapes(tmp_path / "cityscapes", "train")
+    make_cityscapes(tmp_path / "cityscapes", "val")
+    result = CliRunner().invoke(judge, [
+        "task=segmentation", "recipe=pix2pix_cityscapes", f"data.root={tmp_path / 'cityscapes'}",
+        "data.load_size=8", "data.crop_size=8", f"output={tmp_path / 'fcn.pt'}", "steps=2", "arch=tiny",
+        "batch_size=2", "data.num_workers=0", "log_every=0"])
+    assert result.exit_code == 0, result.output
+    assert "real, held-out test (Cityscapes: val)" in result.output
+    _, meta = load_judge(tmp_path / "fcn.pt", task="segmentation")
+    assert meta["num_classes"] == 19 and meta["image_size"] == [8, 8] and meta["heldout"]["images"] == 2
+    assert meta["data"]["direction"] == "AtoB"  # pix2pix_cityscapes trains BtoA; the judge reads the photos
+
+
 def test_translate_judge_end_to_end(tmp_path):
     output = tmp_path / "judges" / "scenes_fcn.pt"
     result = CliRunner().invoke(judge, [
@@ -185,6 +205,7 @@ def test_translate_judge_end_to_end(tmp_path):
     (["output=x.pt", "data.format=faces"], "gives no class maps"),
     (["output=x.pt", "data.format=scenez"], "data.format=scenez is not one of"),
     (["output=x.pt", "recipe=nope"], "unknown recipe nope"),
+    (["output=x.pt", "recipe=cyclegan_cityscapes", "data.root=nowhere"], "nowhere"),
 ])
 def test_translate_judge_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     result = CliRunner().invoke(judge, args + ["data.num_workers=0"])

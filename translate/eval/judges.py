@@ -169,9 +169,10 @@ def class_names(data: DataConfig) -> list[str]:
         from translate.data.scenes import SCENE_CLASSES
         return list(SCENE_CLASSES)
     if data.format == "cityscapes":
-        from translate.data.cityscapes import CITYSCAPES_LABELS
-        by_id = {lb.train_id: lb.name for lb in CITYSCAPES_LABELS if lb.train_id != 255}
-        return [by_id[i] for i in range(len(by_id))]
+        from translate.data.cityscapes import CITYSCAPES_LABELS, TRAINID_COLORS
+        # The 19 train ids; the others are 255 (ignored) or -1 (license plate, never drawn).
+        by_id = {lb.train_id: lb.name for lb in CITYSCAPES_LABELS if 0 <= lb.train_id < len(TRAINID_COLORS)}
+        return [by_id[i] for i in range(len(TRAINID_COLORS))]
     raise UserError(f"data.format={data.format} gives no class maps; a segmentation judge trains on "
                     f"{' or '.join(SEGMENTATION_FORMATS)} (photos with their labels)")
 
