@@ -177,9 +177,11 @@ def test_eval_false_refuses_batch_norm(tmp_path):
     (["checkpoint=missing.pt", "output=out"], "does not exist"),
     (["run=nowhere", "output=out"], "no readable checkpoint in nowhere/checkpoints"),
     (["checkpoint=a.pt", "output=out", "sise=32"], "unknown key sise; did you mean size"),
+    (["checkpoint=a.pt", "output=a.pt"], "output=a.pt is a file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.pt").write_bytes(b"")
     result = CliRunner().invoke(export_command, args)
     assert result.exit_code == 2, result.output
     assert message in result.output

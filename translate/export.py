@@ -95,8 +95,8 @@ def export_generator(cfg: ExportConfig) -> pd.DataFrame:
                 worst = max(float((run(x) - y).abs().max()) for x, y in zip(checks, expected, strict=True))
             if not worst <= cfg.tolerance:  # also catches NaN
                 raise UserError(f"the exported {fmt} model differs from the PyTorch generator by up to {worst:.3g} "
-                                f"(tolerance={cfg.tolerance}); no file written. Export with eval=true, or "
-                                f"report the network")
+                                f"(tolerance={cfg.tolerance}); no {fmt} file written. Raise tolerance= only if "
+                                f"such differences are acceptable for your use")
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
@@ -111,6 +111,8 @@ def _check_options(cfg: ExportConfig) -> None:
         raise UserError("give one of checkpoint=PATH or run=runs/NAME (its newest checkpoint)")
     if not cfg.output:
         raise UserError("output= is required: the folder for the exported files, e.g. output=exported/")
+    if Path(cfg.output).exists() and not Path(cfg.output).is_dir():
+        raise UserError(f"output={cfg.output} is a file; give a folder, the exported files go into it")
     if cfg.direction not in ("AtoB", "BtoA"):
         raise UserError(f"direction={cfg.direction} is not AtoB or BtoA")
     unknown = [f for f in cfg.formats if f not in FORMATS]
