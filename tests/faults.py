@@ -47,6 +47,9 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
         "stargan.g_repeat_num=1", "stargan.d_repeat_num=5", "train.batch_size=4", "train.iterations=12",
         "train.iterations_decay=6", "train.image_every=3"]),
 }
+# Periodic evaluation (eval.every) with the tiny FID features: kills can then land in an evaluation.
+EVAL_EVERY = 3
+EVAL = [f"eval.every={EVAL_EVERY}", "eval.metrics=fid", "eval.features=tiny", "eval.max_images=8"]
 TIMEOUT = 300  # seconds any one process may take: a hang fails the test instead of stalling it
 
 
@@ -80,7 +83,7 @@ class Outcome:
     last_step: int = 0  # the last step it reported
 
 
-FAULTS = ("SIGKILL", "SIGKILL_IN_SAVE", "SIGINT", "SIGTERM")
+FAULTS = ("SIGKILL", "SIGKILL_IN_SAVE", "SIGKILL_IN_EVAL", "SIGINT", "SIGTERM")
 
 
 def run_until(cmd: list[str], fault: str, after_step: int | None, rng: random.Random,
@@ -88,7 +91,8 @@ def run_until(cmd: list[str], fault: str, after_step: int | None, rng: random.Ra
     """Run `cmd`; once it has reported step `after_step` (0: once it has started training), send
     `fault`: SIGKILL, SIGINT or SIGTERM a random fraction of a step later, or SIGKILL_IN_SAVE: a
     SIGKILL as soon as a checkpoint's temporary file is seen under `output_dir`/*/checkpoints (a
-    save is being written). `after_step=None` lets it run to its end."""
+    save is being written), or SIGKILL_IN_EVAL: a SIGKILL a random fraction of a step after the
+    line of a step that evaluates (runs with EVAL). `after_step=None` lets it run to its end."""
     errors = tempfile.TemporaryFile("w+")  # a file, not a pipe: a full pipe would stall the run
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env=environment())
     lines: queue.Queue[str | None] = queue.Queue()
@@ -109,13 +113,15 @@ def run_until(cmd: list[str], fault: str, after_step: int | None, rng: random.Ra
                     step_time = now - last_time if last_time is not None else step_time
                     last_time = now
                 started = line.startswith(("run folder", "resumed from")) or line.startswith("step ")
+                if fault == "SIGKILL_IN_EVAL" and not (line.startswith("step ") and last_step % EVAL_EVERY == 0):
+                    continue
                 if after_step is not None and due_at is None and started and last_step >= after_step:
                     due_at = now + (0 if fault == "SIGKILL_IN_SAVE" else rng.uniform(0, 1.2 * step_time))
             if proc.poll() is not None:
                 break
             if due_at is not None and not sent and time.monotonic() >= due_at:
                 if fault != "SIGKILL_IN_SAVE" or saving(output_dir):
-                    proc.send_signal(signal.SIGKILL if fault == "SIGKILL_IN_SAVE" else getattr(signal, fault))
+                    proc.send_signal(getattr(signal, fault.split("_IN_")[0]))
                     sent = fault
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{' '.join(cmd)} took more than {TIMEOUT} s")
@@ -161,8 +167,8 @@ def stray_temporaries(run_dir: Path) -> list[Path]:
     return sorted(run_dir.rglob(".*.tmp"))
 
 
-def losses(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / "losses.csv"
+def losses(run_dir: Path, name: str = "losses.csv") -> list[dict[str, str]]:
+    path = run_dir / name
     if not path.exists():
         return []
     with open(path, newline="") as f:
@@ -181,9 +187,20 @@ def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return flat
 
 
+def in_evaluation(stdout: str) -> bool:
+    """Whether a killed process was evaluating: its last step evaluates and printed no result."""
+    lines = stdout.splitlines()
+    steps = [i for i, line in enumerate(lines) if line.startswith("step ")]
+    if not steps:
+        return False
+    step = int(lines[steps[-1]].split()[1].split("/")[0])
+    return step % EVAL_EVERY == 0 and not any(line.startswith("eval at step") for line in lines[steps[-1]:])
+
+
 def differences(run_dir: Path, reference: Path) -> list[str]:
     """What differs between a run that was interrupted and the uninterrupted reference: final
-    weights and optimiser states (bit for bit), losses.csv rows, sample grids, checkpoint names."""
+    weights and optimiser states (bit for bit), losses.csv and metrics.csv rows, sample grids,
+    checkpoint names."""
     found = []
     a, b = final_state(run_dir), final_state(reference)
     if a.keys() != b.keys():
@@ -191,9 +208,10 @@ def differences(run_dir: Path, reference: Path) -> list[str]:
     unequal = [k for k in a.keys() & b.keys() if not torch.equal(a[k], b[k])]
     if unequal:
         found.append(f"{len(unequal)} tensors differ, e.g. {sorted(unequal)[0]}")
-    if losses(run_dir) != losses(reference):
-        steps = [r["step"] for r in losses(run_dir)]
-        found.append(f"losses.csv differs (steps {','.join(steps)})")
+    for name in ("losses.csv", "metrics.csv"):
+        if losses(run_dir, name) != losses(reference, name):
+            steps = [r["step"] for r in losses(run_dir, name)]
+            found.append(f"{name} differs (steps {','.join(steps)})")
     samples = {p.name: p.read_bytes() for p in sorted((run_dir / "samples").glob("*.png"))}
     expected = {p.name: p.read_bytes() for p in sorted((reference / "samples").glob("*.png"))}
     if samples != expected:
@@ -214,6 +232,7 @@ class Trial:
     kills: int = 0
     kills_in_step: int = 0
     kills_in_save: int = 0
+    kills_in_eval: int = 0
     interrupts: int = 0  # SIGINT / SIGTERM that saved, said where, and exited 0
     resumes: int = 0
     unreadable: list[str] = field(default_factory=list)  # checkpoints that failed to load after a fault
@@ -230,15 +249,16 @@ def check_interrupt(out: Outcome, run_dir: Path, trial: Trial) -> None:
                               f"stderr {out.stderr[-300:]!r}")
 
 
-def drive(method: str, output_dir: Path, faults: list[str], rng: random.Random, total_steps: int) -> Trial:
-    """Start a run of `method`, send it `faults` (signal names) one per process at random steps,
-    resuming after each, then resume once more to let it finish."""
+def drive(method: str, output_dir: Path, faults: list[str], rng: random.Random, total_steps: int,
+          extra: list[str] = ()) -> Trial:
+    """Start a run of `method` (with `extra` overrides), send it `faults` (FAULTS) one per process
+    at random steps, resuming after each, then resume once more to let it finish."""
     trial = Trial(method)
     output_dir.mkdir(parents=True, exist_ok=True)
     for fault in faults + [""]:
         run_dir = trial.run_dir
         if run_dir is None:
-            cmd = new_run(method, output_dir)
+            cmd = new_run(method, output_dir, *extra)
         else:
             cmd = command(f"resume={run_dir}")
             trial.resumes += 1
@@ -255,8 +275,10 @@ def drive(method: str, output_dir: Path, faults: list[str], rng: random.Random, 
         if out.fault.startswith("SIGKILL"):
             trial.kills += 1
             in_save = trial.run_dir is not None and any((trial.run_dir / "checkpoints").glob(".step_*.tmp"))
+            in_eval = not in_save and in_evaluation(out.stdout) and any("eval.every" in e for e in extra)
             trial.kills_in_save += in_save
-            trial.kills_in_step += not in_save
+            trial.kills_in_eval += in_eval
+            trial.kills_in_step += not in_save and not in_eval
         else:
             trial.interrupts += 1
             check_interrupt(out, trial.run_dir, trial)
@@ -266,9 +288,9 @@ def drive(method: str, output_dir: Path, faults: list[str], rng: random.Random, 
     return trial
 
 
-def reference_run(method: str, output_dir: Path) -> Path:
+def reference_run(method: str, output_dir: Path, extra: list[str] = ()) -> Path:
     """An uninterrupted run of `method`."""
-    out = run_until(new_run(method, output_dir), "", None, random.Random(0))
+    out = run_until(new_run(method, output_dir, *extra), "", None, random.Random(0))
     if out.returncode != 0:
         raise RuntimeError(f"the reference run of {method} failed: {out.stderr[-2000:]}")
     return run_folder(output_dir)
