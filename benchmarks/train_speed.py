@@ -129,6 +129,25 @@ def write_dataset(layout: str, root: Path, count: int) -> list[str]:
 # -- one configuration in one process ---------------------------------------------------------------
 
 
+class GlobalCountOnly:
+    """Stands in for FlopCounterMode's module tracker, whose per-module backward hooks fail under
+    torch.autograd.grad (StarGAN's gradient penalty); only the global total is needed here."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def flop_counter() -> FlopCounterMode:
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = GlobalCountOnly()
+    return counter
+
+
 class StepHook:
     """Wraps Trainer._train_step: records when each step ends, counts FLOPs over the steps
     [0, count_until), and profiles the steps [profile_from, profile_until)."""
@@ -148,7 +167,7 @@ class StepHook:
     def __call__(self, batch: dict, epoch: int) -> None:
         step = self.trainer.step
         if step == 0 and self.count_until:
-            self.counter = self.stack.enter_context(FlopCounterMode(display=False))
+            self.counter = self.stack.enter_context(flop_counter())
         if step == self.profile_from and self.profile_until > self.profile_from:
             self.profile = self.stack.enter_context(
                 torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]))
