@@ -24,7 +24,7 @@ from translate import config
 from translate.errors import UserError
 from translate.methods import METHODS
 from translate.train import checkpoint as ckpt
-from translate.train.loop import train
+from translate.train.loop import load_run_config, train
 
 
 def tiny(method: str, output_dir, *extra: str) -> config.RunConfig:
@@ -129,6 +129,11 @@ def test_corrupted_or_truncated_latest_checkpoint_is_named_and_passed_over(tmp_p
     assert len(err) == 2
     assert err[0].startswith(f"warning: {third} is corrupt: its record") and "CRC-32" in err[0]
     assert err[1].startswith(f"warning: cannot read {second}") and "truncated or corrupt" in err[1]
+
+    # None readable: resume stops instead of starting over (whose checkpoints pruning would delete).
+    first.write_bytes(b"")
+    with pytest.raises(UserError, match=f"none of the 3 checkpoint\\(s\\) in {folder} is readable"):
+        train(load_run_config(run_dir, []), "broken", resume_dir=run_dir)
 
 
 def test_every_single_byte_flip_is_caught_or_harmless(tmp_path):

@@ -24,7 +24,13 @@ from translate.data import build_dataset
 from translate.data.sampler import GlobalBatchSampler, make_loader
 from translate.errors import UserError
 from translate.methods import METHODS, build_method
-from translate.train.checkpoint import first_sentence, latest_checkpoint, save_checkpoint, write_atomically
+from translate.train.checkpoint import (
+    first_sentence,
+    latest_checkpoint,
+    list_checkpoints,
+    save_checkpoint,
+    write_atomically,
+)
 from translate.train.logging import RunLogger, visuals_from_state, visuals_state
 from translate.train.runtime import Runtime, load_rng_state, rng_state, seed_everything, unwrap
 
@@ -180,8 +186,13 @@ class Trainer:
             self.evaluation.load_state_dict(state.get("eval_best", {}))
 
     def resume(self) -> bool:
-        found = latest_checkpoint(self.run_dir / "checkpoints", map_location=self.runtime.device)
+        folder = self.run_dir / "checkpoints"
+        found = latest_checkpoint(folder, map_location=self.runtime.device)
         if found is None:
+            broken = list_checkpoints(folder)
+            if broken:  # starting over would also let pruning delete each new checkpoint (older steps)
+                raise UserError(f"none of the {len(broken)} checkpoint(s) in {folder} is readable (see the "
+                                f"warnings above); move them elsewhere to start this run over from step 0")
             return False
         state, path = found
         self.load_state_dict(state)
