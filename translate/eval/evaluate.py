@@ -14,7 +14,6 @@ translations with all real test images.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import sys
@@ -242,8 +241,8 @@ def append_metrics_row(path: Path, row: dict) -> None:
 
 
 class TrainingEvaluation:
-    """`eval.every=N` in training: rank 0 scores a copy of the generator (its norm statistics and
-    the training RNG untouched), logs metrics/<column> to TensorBoard, appends metrics.csv, and
+    """`eval.every=N` in training: rank 0 scores the generator (its norm statistics and the
+    training RNG restored afterwards), logs metrics/<column> to TensorBoard, appends metrics.csv, and
     with `eval.best=<column>` writes checkpoints/best.pt whenever that column improves. The best
     value so far is part of the training state, so a resumed run goes on comparing with it."""
 
@@ -263,12 +262,17 @@ class TrainingEvaluation:
 
     def __call__(self, trainer) -> None:
         if self.evaluator is not None:
-            saved = rng_state()
+            # The generator itself (not a copy: a compiled module's copy would still call the
+            # original), its buffers (batch norm's running statistics) and the RNG put back after.
+            generator = unwrap(trainer.method.generator(self.cfg.eval.direction))
+            saved, buffers = rng_state(), [b.clone() for b in generator.buffers()]
             try:
-                generator = copy.deepcopy(unwrap(trainer.method.generator(self.cfg.eval.direction)))
                 results, _ = self.evaluator.run(generator)
             finally:
                 load_rng_state(saved)
+                with torch.no_grad():
+                    for buffer, value in zip(generator.buffers(), buffers, strict=True):
+                        buffer.copy_(value)
             trainer.logger.log_metrics(trainer.step, results, prefix="metrics")
             append_metrics_row(self.run_dir / "metrics.csv", {"step": trainer.step, **results})
             trainer.logger.message(f"eval at step {trainer.step}: "
