@@ -479,11 +479,14 @@ def transfer_scores(cfg: config.RunConfig, G: torch.nn.Module, count: int = 200)
     return scores
 
 
-@pytest.mark.parametrize("seed", [0])
-def test_stargan_learns_attribute_transfer_on_synthetic_faces(tmp_path, seed):
+# bf16: the fast mode (autocast) must learn as well, gradient penalty and all; the other methods'
+# fast-mode runs are in benchmarks/fast_mode_quality.py, which keeps this suite short.
+@pytest.mark.parametrize("seed, precision", [(0, "fp32"), (0, "bf16")])
+def test_stargan_learns_attribute_transfer_on_synthetic_faces(tmp_path, seed, precision):
     cfg, _ = config.load("stargan_synthetic", [
         f"output_dir={tmp_path / 'runs'}", "data.num_workers=0", f"train.seed={seed}", f"data.scenes_seed={seed}",
-        "train.iterations=500", "train.iterations_decay=150", "train.batch_size=8", "train.log_every=100"])
+        "train.iterations=500", "train.iterations_decay=150", "train.batch_size=8", "train.log_every=100",
+        f"runtime.precision={precision}"])
     torch.manual_seed(seed)  # the run's seed: its initial weights
     untrained = transfer_scores(cfg, build_method(cfg).generator())
     run_dir = train(cfg, "learn")
