@@ -198,6 +198,8 @@ class InferConfig:
     # name from `labels` (a list_attr_celeba.txt-style file).
     labels: str = ""
     center_crop: int = 0  # StarGAN: centre-crop this many pixels, then resize to size (official: 178 for CelebA)
+    workers: int = 2  # processes decoding images while the network computes (0: decode in the main process)
+    channels_last: bool = False  # channels-last memory format (see runtime.channels_last)
 
 
 @dataclass

@@ -23,11 +23,13 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.utils.data import Dataset
 
 from translate.config import DataConfig, InferConfig, RuntimeConfig
 from translate.data import DomainLabels
 from translate.data.attributes import check_attributes, read_attribute_file, stargan_transform
 from translate.data.images import list_images, load_image
+from translate.data.sampler import _Loader as Loader  # keeps a worker's UserError one line
 from translate.data.transforms import sample_params, transform_image
 from translate.errors import UserError
 from translate.eval.attributes import target_labels
@@ -180,6 +182,24 @@ def output_paths(paths: list[Path], src: Path, dst: Path) -> list[Path]:
     return outputs
 
 
+class InputImages(Dataset):
+    """(index, image tensor) per file, preprocessed as the official test script (or StarGAN's
+    loader with center_crop); a Dataset so that DataLoader workers decode while the net computes."""
+
+    def __init__(self, paths: list[Path], shape: DataConfig, size: int, center_crop: int):
+        self.paths, self.shape, self.size, self.center_crop = paths, shape, size, center_crop
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+        img = load_image(self.paths[i])
+        if self.center_crop:  # StarGAN's official loader: centre crop, then a bilinear resize
+            return i, stargan_transform(img, replace(self.shape, crop_size=self.size or self.center_crop), False,
+                                        self.paths[i])
+        return i, transform_image(img, sample_params(self.shape, img.size, random.Random(0), train=False))
+
+
 def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
     for key in ("checkpoint", "input", "output"):
         if not getattr(cfg, key):
@@ -190,7 +210,10 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
     if dst == src or src in dst.parents:
         raise UserError(f"output={cfg.output} is inside input={cfg.input}; choose another output folder "
                         f"so the inputs stay untouched")
-    runtime = Runtime.setup(RuntimeConfig(device=cfg.device, precision=cfg.precision))
+    if cfg.workers < 0:
+        raise UserError(f"workers={cfg.workers} is negative; use 0 (decode in this process) or more")
+    runtime = Runtime.setup(RuntimeConfig(device=cfg.device, precision=cfg.precision,
+                                          channels_last=cfg.channels_last))
     paths = list_images(src, "a folder of images, e.g. testA/*.jpg")
     outputs = output_paths(paths, src, dst)
     row_mode = cfg.target == ["all"]
@@ -203,7 +226,7 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
         row_targets(labels, own[:1] if own is not None else None)  # a missing labels= fails before any work
     else:
         net = load_translator(Path(cfg.checkpoint), cfg.direction, cfg.target, cfg.attributes)
-    net = net.to(runtime.device).train(not cfg.eval)
+    net = runtime.wrap(net).train(not cfg.eval)
     batch_size = 1 if (not cfg.eval and _has_batch_statistics(net)) else cfg.batch_size
     shape = DataConfig(preprocess="resize_and_crop" if cfg.size else "none", load_size=cfg.size or 1,
                        crop_size=cfg.size or 1, flip=False, center_crop=cfg.center_crop)
@@ -212,7 +235,7 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
 
     @torch.no_grad()
     def flush() -> None:
-        x = torch.stack([t for _, t in pending]).to(runtime.device)
+        x = torch.stack([t for _, t in pending]).to(runtime.device, memory_format=runtime.memory_format)
         with runtime.autocast():
             if row_mode:
                 chosen = own[[i for i, _ in pending]] if own is not None else None
@@ -225,12 +248,9 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
             Image.fromarray(arr).save(outputs[i])
         pending.clear()
 
-    for i, p in enumerate(paths):
-        img = load_image(p)
-        if cfg.center_crop:  # StarGAN's official loader: centre crop, then a bilinear resize
-            tensor = stargan_transform(img, replace(shape, crop_size=cfg.size or cfg.center_crop), False, p)
-        else:
-            tensor = transform_image(img, sample_params(shape, img.size, random.Random(0), train=False))
+    images = InputImages(paths, shape, cfg.size, cfg.center_crop)
+    # batch_size=None: one image at a time, in order; images of other sizes start a new batch.
+    for i, tensor in Loader(images, batch_size=None, num_workers=cfg.workers if len(paths) > 1 else 0):
         if pending and (len(pending) == batch_size or pending[0][1].shape != tensor.shape):
             flush()
         pending.append((i, tensor))
