@@ -243,7 +243,7 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
                 out = torch.cat([x] + [net(x, c.expand(len(x), -1).to(x.device)).float() for c in targets], dim=3)
             else:
                 out = net(x)
-        for (i, _), arr in zip(pending, tensor_to_uint8(out)):
+        for (i, _), arr in zip(pending, tensor_to_uint8(out), strict=True):
             outputs[i].parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(arr).save(outputs[i])
         pending.clear()
