@@ -136,6 +136,27 @@ def test_corrupted_or_truncated_latest_checkpoint_is_named_and_passed_over(tmp_p
         train(load_run_config(run_dir, []), "broken", resume_dir=run_dir)
 
 
+def test_resume_drops_what_a_killed_process_logged_after_its_checkpoint(tmp_path):
+    """losses.csv and metrics.csv lose the rows after the checkpoint's step and a line cut short by
+    the kill (a CSV with no whole header goes), samples/ the later grids."""
+    from translate.train.logging import RunLogger
+
+    (tmp_path / "samples").mkdir()
+    for step in (2, 4, 6):
+        (tmp_path / "samples" / f"step_{step:08d}.png").write_bytes(b"png")
+    (tmp_path / "losses.csv").write_text("step,epoch,G\r\n1,0,0.5\r\n2,0,0.4\r\n3,0,0.3\r\n4,0,0.2\r\n5,0,0.")
+    (tmp_path / "metrics.csv").write_text("step,fid\n2,3.5\n4,3.")
+    logger = RunLogger(tmp_path, 10)
+    logger.resume_at(3)
+    assert (tmp_path / "losses.csv").read_bytes() == b"step,epoch,G\r\n1,0,0.5\r\n2,0,0.4\r\n3,0,0.3\r\n"
+    assert (tmp_path / "metrics.csv").read_bytes() == b"step,fid\n2,3.5\n"
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_00000002.png"]
+    (tmp_path / "metrics.csv").write_text("ste")  # killed while the header was written
+    logger.resume_at(3)
+    assert not (tmp_path / "metrics.csv").exists() and logger.purge_step == 4
+    logger.close()
+
+
 def test_every_single_byte_flip_is_caught_or_harmless(tmp_path):
     """Flip each byte of a small checkpoint in turn: loading either fails with a UserError or
     gives back exactly what was saved, never other values (checked: at most a few positions in

@@ -47,6 +47,22 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def truncate_csv(path: Path, step: int) -> None:
+    """Keep the header and the rows of steps up to `step` (the first column) of a per-step CSV
+    log; a last line cut short by a kill goes too, and a file without a whole header is removed."""
+    whole = path.read_bytes().decode()  # not read_text: it would turn csv's \r\n into \n
+    text = whole[:whole.rfind("\n") + 1]
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    if not rows:
+        path.unlink()
+        return
+    kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+    if kept != rows or text != whole:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\r\n" if "\r\n" in text else "\n").writerows(kept)
+        write_atomically(path, out.getvalue().encode())
+
+
 class RunLogger:
     """Rank 0's view of a run. Losses arrive as device tensors and are averaged over the
     logging interval; they reach the host only at `log_every`, so the loop stays free of syncs.
@@ -80,15 +96,10 @@ class RunLogger:
         if not self.enabled:
             return
         self.purge_step = step + 1
-        if self.csv_path.exists():
-            text = self.csv_path.read_text()
-            text = text[:text.rfind("\n") + 1]  # a line cut short by a kill
-            rows = list(csv.reader(io.StringIO(text)))
-            kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
-            if kept != rows:
-                out = io.StringIO()
-                csv.writer(out).writerows(kept)
-                write_atomically(self.csv_path, out.getvalue().encode())
+        # metrics.csv: periodic evaluation's (translate/eval/evaluate.py), also one row per step.
+        for path in (self.csv_path, self.run_dir / "metrics.csv"):
+            if path.exists():
+                truncate_csv(path, step)
         for png in (self.run_dir / "samples").glob("step_*.png"):
             if (m := SAMPLE.match(png.name)) and int(m.group(1)) > step:
                 png.unlink()
