@@ -38,7 +38,7 @@ from translate.eval.metrics import (
 )
 from translate.eval.report import format_table, write_table
 from translate.methods import METHODS, method_from_checkpoint
-from translate.train.checkpoint import FORMAT, latest_checkpoint, load_checkpoint
+from translate.train.checkpoint import FORMAT, latest_checkpoint, load_checkpoint, write_atomically
 from translate.train.runtime import Runtime, load_rng_state, rng_state, unwrap
 
 
@@ -237,7 +237,8 @@ def append_metrics_row(path: Path, row: dict) -> None:
     if path.exists():
         old = pd.read_csv(path)
         table = pd.concat([old[old["step"] < row["step"]], table], ignore_index=True)
-    table.to_csv(path, index=False)
+    # Through a temporary file and a rename: a kill mid-write leaves the previous file whole.
+    write_atomically(path, table.to_csv(index=False).encode())
 
 
 class TrainingEvaluation:
