@@ -34,7 +34,9 @@ from translate.nets import build_generator
 
 MODES = [  # (name, batch_size, precision, channels_last, workers)
     ("baseline: batch 1, fp32, no workers (official test.py)", 1, "fp32", False, 0),
+    ("batch 1, fp32, 2 workers", 1, "fp32", False, 2),
     ("batch 8, fp32, 2 workers", 8, "fp32", False, 2),
+    ("batch 1, bf16, 2 workers", 1, "bf16", False, 2),
     ("batch 8, bf16, 2 workers", 8, "bf16", False, 2),
     ("batch 8, bf16, channels_last, 2 workers", 8, "bf16", True, 2),
 ]

@@ -211,6 +211,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         trainer = Trainer(cfg, run_dir, runtime, dataset)
         hook = StepHook(trainer, setup.cycle if count_flops else 0, warmup, warmup + profiled)
         trainer.fit()
+
     def per_iteration(ends: list[float]) -> float:
         """Median over whole cycles of the timed steps, per step."""
         timed = ends[warmup + profiled - 1:]  # the end of the step before the first timed one, then each
