@@ -68,6 +68,13 @@ def test_bad_overrides_name_the_key(override, message):
     assert "\n" not in str(e.value)
 
 
+def test_compile_is_refused_for_stargan_only():
+    # StarGAN's gradient penalty is a double backward, which torch.compile cannot differentiate.
+    with pytest.raises(UserError, match="runtime.compile=true cannot train stargan"):
+        config.load("stargan_synthetic", ["runtime.compile=true"])
+    assert config.load("cyclegan_synthetic", ["runtime.compile=true"])[0].runtime.compile
+
+
 def test_unknown_recipe_suggests():
     with pytest.raises(UserError, match="did you mean cyclegan_synthetic"):
         config.find_recipe("cyclegan_synthtic")

@@ -467,6 +467,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.train.iterations_decay > cfg.train.iterations:
         raise UserError(f"train.iterations_decay ({cfg.train.iterations_decay}) is more than train.iterations "
                         f"({cfg.train.iterations}); the decay is the last part of the iterations")
+    if cfg.runtime.compile and cfg.method == "stargan":
+        raise UserError("runtime.compile=true cannot train stargan: its gradient penalty is a double backward, "
+                        "which torch.compile does not support; use runtime.compile=false")
     return cfg
 
 
