@@ -161,6 +161,7 @@ def damaged_files(draw):
     return fmt, bytes(data)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # PIL warns about the damaged TIFF tags it skips
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(damaged_files())
 def test_damaged_image_files_load_or_raise_bad_image_error(tmp_path, damaged):
