@@ -53,7 +53,8 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5, help="trials per method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default="cyclegan,pix2pix,stargan")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("fault_injection.csv"))
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/fault_injection.csv"),
+                        help="where the table goes (CSV, and markdown beside it)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     rows = []

@@ -144,6 +144,14 @@ def test_translate_eval_end_to_end(tiny_run, tmp_path):
     assert back.exit_code == 0 and "BtoA" in back.output
     assert pd.read_csv(tmp_path / "back" / "metrics.csv")["value"][0] != pytest.approx(values["L1"])
 
+    # Nothing is lost: evaluating the step again writes beside the first results, and an output
+    # folder that already holds results is refused.
+    second = run_cli(*args[:1], "metrics=paired", "max_images=4")
+    assert second.exit_code == 0 and pd.read_csv(out / "metrics.csv").equals(table)
+    assert len(pd.read_csv(out.with_name("step_00000008-2") / "metrics.csv")) == 3
+    refused = run_cli(*args, f"output={tmp_path / 'again'}")
+    assert refused.exit_code == 2 and "already holds results (metrics.csv)" in refused.output
+
 
 def test_translate_eval_bad_input_is_one_line_with_exit_2(tiny_run, tmp_path, monkeypatch):
     result = run_cli(f"run={tiny_run}", "metrics=fid,fdi")

@@ -179,14 +179,21 @@ def resolve(run: str | None, checkpoint: str | None, overrides: list[str]) -> tu
 
 
 def output_folder(output: str | None, run_dir: Path | None, checkpoint: Path, step: int) -> Path:
+    """Where the results go; never over earlier results. By default RUN/eval/step_N, or step_N-2,
+    -3, ... when that step was evaluated before (e.g. with other metrics)."""
     if output:
         out = Path(output).resolve()
         if out == checkpoint.resolve().parent or checkpoint.resolve().parent in out.parents:
             raise UserError(f"output={output} is inside the checkpoints folder; choose another output folder")
+        if (out / "metrics.csv").exists():
+            raise UserError(f"output={output} already holds results (metrics.csv); choose another folder "
+                            f"or remove them")
         return out
     if run_dir is None:
         raise UserError(f"{checkpoint} is not in a run folder's checkpoints/; give output=DIR for the results")
-    return run_dir / "eval" / f"step_{step:08d}"
+    stem = run_dir / "eval" / f"step_{step:08d}"
+    return next(out for n in range(1, 10_000)
+                if not (out := stem if n == 1 else stem.with_name(f"{stem.name}-{n}")).exists())
 
 
 def results_table(results: dict[str, float], names: list[str]) -> pd.DataFrame:
