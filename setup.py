@@ -15,7 +15,7 @@ setup(
     package_dir={"translate.recipes": "recipes"},
     package_data={"translate.recipes": ["*.toml"]},
     install_requires=[
-        "torch>=2.3",
+        "torch>=2.4",  # fused Adam on the CPU
         "torchvision>=0.18",
         "timm>=1.0",
         "kornia>=0.7",

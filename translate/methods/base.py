@@ -52,6 +52,10 @@ class Method(nn.Module):
         """Images from the last step for the grids in TensorBoard, each Bx3xHxW in [-1, 1]."""
         return self._visuals
 
+    def restore_visuals(self, visuals: dict[str, Tensor]) -> None:
+        """The visuals a checkpoint kept (a resumed run draws the grids an uninterrupted one would)."""
+        self._visuals = visuals
+
     def extra_state(self) -> dict:
         """Training state beyond networks and optimisers (e.g. image pools)."""
         return {}

@@ -180,7 +180,7 @@ class Trainer:
                 scaler.load_state_dict(state["scalers"][k])
         self.method.load_extra_state(state["extra"])
         load_rng_state(state["rng"])
-        self.method._visuals = visuals_from_state(state.get("visuals", {}))  # the grids' input, see logging.py
+        self.method.restore_visuals(visuals_from_state(state.get("visuals", {})))  # see logging.py
         self.step = state["step"]
         if self.evaluation:
             self.evaluation.load_state_dict(state.get("eval_best", {}))
