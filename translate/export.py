@@ -11,7 +11,7 @@ Formats, written into `output/` as `generator.pt` and `generator.onnx`:
 - torchscript: `torch.jit.trace` of the generator, loaded with `torch.jit.load`;
 - onnx: `torch.onnx.export` (the dynamo exporter, opset `opset`) with input "image" and output
   "translated", both N x 3 x H x W with N, H and W dynamic; needs onnx, onnxscript and onnxruntime
-  (`pip install "translate[export]"`).
+  (`pip install ".[export]"`).
 Both take any batch size and any image side the network allows (a multiple of 4 for the ResNet
 and StarGAN generators, of 2^num_downs for a U-Net), images in [-1, 1], and give images in [-1, 1].
 
@@ -123,7 +123,7 @@ def _check_options(cfg: ExportConfig) -> None:
                         f"{cfg.opset}")
     missing = [p for p in ONNX_PACKAGES if importlib.util.find_spec(p) is None]
     if "onnx" in cfg.formats and missing:
-        raise UserError(f"formats=onnx needs {', '.join(missing)}: pip install \"translate[export]\" "
+        raise UserError(f"formats=onnx needs {', '.join(missing)}: pip install \".[export]\" in the translate checkout "
                         f"(or formats=torchscript)")
 
 

