@@ -345,3 +345,32 @@ def test_fid_helper_is_the_torch_fidelity_inception_with_the_tf1_resize():
     tf1 = interpolate_bilinear_2d_like_tensorflow1x(small, (299, 299), align_corners=False)
     gap = nv_bilinear(small, (299, 299)) - tf1
     assert gap.abs().max() < 0.05  # grey levels of 255
+
+
+def test_eval_every_under_torchrun(tmp_path):
+    """2 gloo processes: rank 0 evaluates while the other waits at a barrier. torchmetrics would
+    gather its states from every process on compute() and hang there (it did), so the metrics
+    compute locally; training goes on with the ranks in step."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import tiny_overrides
+    from test_training import free_port
+    overrides = tiny_overrides(tmp_path, train__max_steps=6, train__batch_size=2, data__scenes_count=8,
+                               eval__every=2, eval__metrics="paired,fid", eval__features="tiny",
+                               eval__max_images=4, eval__best="L1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        f"--master_port={free_port()}", "--master_addr=127.0.0.1",
+                        str(Path(__file__).with_name("ddp_worker.py")), "recipe=cyclegan_synthetic",
+                        *overrides, "runtime.threads=1"],
+                       capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["steps"] == 6 and report["max_weight_difference"] == 0.0
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    table = pd.read_csv(run_dir / "metrics.csv")
+    assert list(table["step"]) == [2, 4, 6] and table[["L1", "fid"]].notna().all().all()
+    assert (run_dir / "checkpoints" / "best.pt").is_file()

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from translate.errors import UserError
-from translate.eval.metrics import Metric, MetricContext, Translated, register, to_uint8
+from translate.eval.metrics import LOCAL, Metric, MetricContext, Translated, register, to_uint8
 
 FEATURES = ("inception", "fid_helper", "tiny")
 WEIGHTS_ENV = "TRANSLATE_INCEPTION_WEIGHTS"
@@ -192,7 +192,7 @@ class FID(_FeatureDistance):
 
     def make(self, features: nn.Module):
         from torchmetrics.image.fid import FrechetInceptionDistance
-        return FrechetInceptionDistance(feature=features, normalize=False)
+        return FrechetInceptionDistance(feature=features, normalize=False, **LOCAL)
 
     def compute(self) -> dict[str, float]:
         counts = [int(self.metric.real_features_num_samples), int(self.metric.fake_features_num_samples)]
@@ -215,7 +215,7 @@ class KID(_FeatureDistance):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Metric `Kernel Inception Distance` will save", UserWarning)
             return KernelInceptionDistance(feature=features, subsets=self.context.eval.kid_subsets,
-                                           subset_size=self.context.eval.kid_subset_size, normalize=False)
+                                           subset_size=self.context.eval.kid_subset_size, normalize=False, **LOCAL)
 
     def compute(self) -> dict[str, float]:
         counts = [sum(len(f) for f in self.metric.real_features), sum(len(f) for f in self.metric.fake_features)]

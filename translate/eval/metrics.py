@@ -150,6 +150,12 @@ def to_uint8(images: Tensor) -> Tensor:
     return ((images.detach().float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)
 
 
+# Keyword arguments for every torchmetrics metric: they gather their states from all processes on
+# compute() whenever torch.distributed is initialised, but translate evaluates in one process
+# (rank 0 of a torchrun job, the others waiting at a barrier), where that gather would hang.
+LOCAL = {"sync_on_compute": False}
+
+
 def to_unit(images: Tensor) -> Tensor:
     """[-1, 1] images to [0, 1], the range the paired metrics are given in."""
     return ((images.detach().float() + 1) / 2).clamp(0, 1)

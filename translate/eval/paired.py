@@ -13,16 +13,16 @@ from torch import Tensor
 from torchmetrics import MeanAbsoluteError
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from translate.eval.metrics import Metric, MetricContext, Translated, register, to_unit
+from translate.eval.metrics import LOCAL, Metric, MetricContext, Translated, register, to_unit
 
 
 class PairedScores:
     """L1, PSNR and SSIM accumulated over batches of (fake, real) images in [-1, 1]."""
 
     def __init__(self, device: torch.device | str = "cpu"):
-        self.l1 = MeanAbsoluteError().to(device)
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)).to(device)  # per image, then averaged
-        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
+        self.l1 = MeanAbsoluteError(**LOCAL).to(device)
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), **LOCAL).to(device)  # per image, then mean
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0, **LOCAL).to(device)
 
     @torch.no_grad()
     def update(self, fake: Tensor, real: Tensor) -> None:
