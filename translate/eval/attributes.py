@@ -21,7 +21,6 @@ to score as it does. The classifier is switched to eval mode (batch norm on its 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
 import pandas as pd
@@ -29,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
+
+from translate.eval.supervised import draw_keys, fit
 
 # The official create_labels treats these as one one-hot group; the others are flipped on their own.
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
@@ -71,20 +72,15 @@ def train_attribute_classifier(dataset: Dataset, num_attributes: int, steps: int
     replacement (each draw has its own sample seed, so a dataset that augments flips differently
     each time). Returned in eval mode, on `device`."""
     torch.manual_seed(seed)
-    draw = random.Random(seed)
+    keys = draw_keys(len(dataset), steps * batch_size, seed)
     model = build_classifier(arch, num_attributes).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for step in range(steps):
-        keys = [(draw.randrange(len(dataset)), draw.randrange(2**31)) for _ in range(batch_size)]
+
+    def bce(model: nn.Module, keys: list) -> Tensor:
         images, labels = _collate(dataset, keys)
-        loss = F.binary_cross_entropy_with_logits(model(images.to(device)).float(), labels.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if log_every and (step + 1) % log_every == 0:
-            print(f"classifier step {step + 1}/{steps}: BCE {float(loss.detach()):.4f}", flush=True)
-    return model.eval()
+        return F.binary_cross_entropy_with_logits(model(images.to(device)).float(), labels.to(device))
+
+    batches = (keys[i:i + batch_size] for i in range(0, len(keys), batch_size))
+    return fit(model, batches, bce, lr, steps, log_every, "classifier (BCE)")
 
 
 def target_labels(labels: Tensor, attribute_names: Sequence[str],

@@ -16,14 +16,13 @@ comparable between models scored with the same judge file, not with the papers' 
 
 from __future__ import annotations
 
-import random
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from translate.eval.segmentation import IGNORE, confusion_matrix, label_scores
+from translate.eval.supervised import draw_keys, fit
 
 TINY = "tiny"  # a three-stage conv backbone of this module: trains in seconds at 32 px (tests)
 
@@ -98,22 +97,17 @@ def train_segmenter(dataset: Dataset, num_classes: int, steps: int, batch_size: 
     with replacement, each draw with its own sample seed (a training dataset crops and flips each
     draw differently). Returned in eval mode, on `device`."""
     torch.manual_seed(seed)
-    draw = random.Random(seed)
-    keys = [(draw.randrange(len(dataset)), draw.randrange(2**31)) for _ in range(steps * batch_size)]
+    keys = draw_keys(len(dataset), steps * batch_size, seed)
     model = build_segmenter(arch, num_classes).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for step, batch in enumerate(photo_batches(dataset, batch_size, keys, num_workers)):
+
+    def cross_entropy(model: nn.Module, batch: dict) -> Tensor | None:
         truth = batch["A_classes"].to(device)
         if not (truth != IGNORE).any():  # nothing labelled: cross-entropy would be 0/0
-            continue
-        loss = F.cross_entropy(model(batch["A"].to(device)).float(), truth, ignore_index=IGNORE)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if log_every and (step + 1) % log_every == 0:
-            print(f"segmenter step {step + 1}/{steps}: cross-entropy {float(loss.detach()):.4f}", flush=True)
-    return model.eval()
+            return None
+        return F.cross_entropy(model(batch["A"].to(device)).float(), truth, ignore_index=IGNORE)
+
+    return fit(model, photo_batches(dataset, batch_size, keys, num_workers), cross_entropy, lr, steps,
+               log_every, "segmenter (cross-entropy)")
 
 
 class FCNScore:
