@@ -6,6 +6,7 @@ Scripts run as `python benchmarks/NAME.py`, which puts this folder on sys.path: 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,15 @@ from translate.eval.report import format_table, write_table
 
 # ../shared/data beside the repository: small real datasets (facades, a CelebA subset).
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a benchmark that trains a run: threads, precision, device, run folder."""
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (on a CPU shared with other jobs, more threads can run slower)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--output-dir", default="runs", help="where the run folder goes")
 
 
 def report(table: pd.DataFrame, title: str, csv_path: Path | None = None, digits: int = 4) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from common import SHARED_DATA, report, run
+from common import SHARED_DATA, add_run_arguments, report, run
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -43,11 +43,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128, choices=sorted(GENERATOR_FOR_SIZE),
                         help="crop size; images are loaded at size * 286/256 as the recipe's 286 -> 256")
     parser.add_argument("--holdout", type=int, default=40, help="the last N training images, never trained on")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (on a CPU shared with other jobs, more threads can run slower)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--output-dir", default="runs", help="where the run folder goes")
+    add_run_arguments(parser)
     return parser.parse_args()
 
 

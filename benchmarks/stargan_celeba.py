@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from common import SHARED_DATA, report, run
+from common import SHARED_DATA, add_run_arguments, report, run
 
 from translate import config
 from translate.data import build_dataset
@@ -55,11 +55,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--classifier-arch", default="resnet18", help="a timm model name, or tiny")
     parser.add_argument("--classifier-steps", type=int, default=200)
     parser.add_argument("--classifier-batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (on a CPU shared with other jobs, more threads can run slower)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--output-dir", default="runs", help="where the run folder goes")
+    add_run_arguments(parser)
     return parser.parse_args()
 
 
