@@ -130,6 +130,12 @@ class RuntimeConfig:
     # convolution layout on CPUs (and tensor cores' on GPUs); same maths, other summation order.
     channels_last: bool = False
     compile: bool = False  # torch.compile each network (the first steps are slow while it compiles)
+    # On the CPU, convolutions with at most 16 output positions per image (StarGAN D's last
+    # layers) computed as one matrix product: 1.5-1.9x faster D steps (translate/nets/matmul_conv.py)
+    small_map_matmul: bool = True
+    # glibc malloc keeps freed memory instead of unmapping every block above 32 MB (page faults
+    # on every large tensor of every step; translate/train/runtime.py keep_freed_memory)
+    keep_freed_memory: bool = True
     # Seconds a process waits for the others in a collective before it stops with an error: the
     # bound for a hung process (a dead one's closed socket stops the others within seconds). Long
     # enough for rank 0 to write a checkpoint or evaluate while the others wait.

@@ -1,0 +1,165 @@
+"""Convolutions on small output maps as matrix products (translate/nets/matmul_conv.py), and the
+runtime's CPU memory setting: same numbers, same checkpoints, and the runtime applies them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from translate.config import RuntimeConfig
+from translate.nets import StarGANDiscriminator
+from translate.nets.matmul_conv import MAX_POSITIONS, MatmulConv2d, use_matmul_for_small_maps
+from translate.train.runtime import Runtime
+
+
+def pair(**kwargs) -> tuple[nn.Conv2d, nn.Conv2d]:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(**kwargs).double()
+    matmul = nn.Conv2d(**kwargs).double()
+    matmul.load_state_dict(conv.state_dict())
+    use_matmul_for_small_maps(matmul)
+    return conv, matmul
+
+
+@pytest.mark.parametrize("kwargs,size", [
+    (dict(in_channels=6, out_channels=5, kernel_size=4, stride=2, padding=1), 8),  # 4x4 output: StarGAN D's layers
+    (dict(in_channels=6, out_channels=5, kernel_size=4, stride=2, padding=1, bias=False), 4),  # 2x2
+    (dict(in_channels=7, out_channels=3, kernel_size=2, bias=False), 2),  # StarGAN's classifier: 1x1 output
+    (dict(in_channels=4, out_channels=2, kernel_size=3, padding=2, dilation=2), 3),  # dilation
+    (dict(in_channels=4, out_channels=3, kernel_size=(3, 2), stride=(1, 2), padding=(1, 0)), (3, 5)),  # not square
+])
+def test_small_maps_match_the_convolution_with_first_and_second_derivatives(kwargs, size):
+    conv, matmul = pair(**kwargs)
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.randn(3, kwargs["in_channels"], h, w, dtype=torch.double, requires_grad=True)
+    expected, got = conv(x), matmul(x)
+    assert got.shape == expected.shape and got.shape[2] * got.shape[3] <= MAX_POSITIONS
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    # first and second derivatives, as the gradient penalty needs them (double backward)
+    for net, out in ((conv, expected), (matmul, got)):
+        (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        grad_x.square().sum().backward()
+        net.penalty_grads = [p.grad.clone() for p in net.parameters()]
+    for a, b in zip(conv.penalty_grads, matmul.penalty_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(matmul, (x[:1].detach().requires_grad_(),))
+    assert torch.autograd.gradgradcheck(matmul, (x[:1].detach().requires_grad_(),))
+
+
+def test_large_maps_compute_exactly_as_the_convolution():
+    conv, matmul = pair(in_channels=3, out_channels=4, kernel_size=3, padding=1)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.double)  # 64 output positions: the convolution's path
+    assert torch.equal(matmul(x), conv(x))
+
+
+def test_channels_last_input_gives_channels_last_output():
+    conv, matmul = pair(in_channels=8, out_channels=6, kernel_size=4, stride=2, padding=1)
+    x = torch.randn(2, 8, 4, 4, dtype=torch.double).to(memory_format=torch.channels_last)
+    y = matmul(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, conv(x))
+    assert matmul(x.contiguous()).is_contiguous()
+
+
+def test_switch_keeps_parameters_and_state_dict_keys():
+    torch.manual_seed(0)
+    net = StarGANDiscriminator(image_size=32, conv_dim=4, c_dim=3, repeat_num=4)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    params = [id(p) for p in net.parameters()]
+    x = torch.randn(2, 3, 32, 32)
+    src, cls = net(x)
+    use_matmul_for_small_maps(net)
+    assert [id(p) for p in net.parameters()] == params
+    assert net.state_dict().keys() == before.keys()
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(m) is MatmulConv2d for m in convs)
+    src2, cls2 = net(x)
+    torch.testing.assert_close(src2, src, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cls2, cls, rtol=1e-5, atol=1e-6)
+    net.load_state_dict(before)  # and a checkpoint of either kind loads into it
+
+
+def test_bf16_autocast_matches_the_convolution_within_bf16_rounding():
+    conv, matmul = pair(in_channels=64, out_channels=32, kernel_size=4, stride=2, padding=1)
+    conv, matmul = conv.float(), matmul.float()
+    x = torch.randn(4, 64, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = conv(x), matmul(x)
+    assert got.dtype == torch.bfloat16
+    scale = expected.float().abs().max()
+    assert (got.float() - expected.float()).abs().max() < 0.02 * scale
+
+
+def test_runtime_switches_networks_on_the_cpu_only_when_asked():
+    for enabled in (True, False):
+        runtime = Runtime.setup(RuntimeConfig(device="cpu", small_map_matmul=enabled, keep_freed_memory=False))
+        net = runtime.wrap(StarGANDiscriminator(image_size=32, conv_dim=4, c_dim=3, repeat_num=4))
+        kinds = {type(m) for m in net.modules() if isinstance(m, nn.Conv2d)}
+        assert kinds == ({MatmulConv2d} if enabled else {nn.Conv2d})
+    # on a GPU cuDNN chooses its algorithms; the switch is for CPUs
+    assert not Runtime(torch.device("cpu")).small_map_matmul
+
+
+KEEP_PROBE = """
+import sys, torch
+from translate.train.runtime import keep_freed_memory
+def rss_mb():
+    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20
+applied = keep_freed_memory() if sys.argv[1] == 'keep' else None
+x = torch.ones(64 * 2**20 // 4)  # 64 MB, above glibc's largest mmap threshold
+held = rss_mb()
+del x
+print(applied, held - rss_mb())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and /proc are Linux's")
+def test_keep_freed_memory_keeps_large_blocks_for_reuse():
+    released = {}
+    for mode in ("keep", "default"):
+        out = subprocess.run([sys.executable, "-c", KEEP_PROBE, mode], capture_output=True, text=True, check=True)
+        applied, dropped = out.stdout.split()
+        released[mode] = float(dropped)
+        if mode == "keep":
+            assert applied == "True"
+    # by default the 64 MB block goes back to the system when freed; kept, it stays for the next step
+    assert released["default"] > 50
+    assert released["keep"] < 5
+
+
+def test_each_output_position_is_the_weights_dot_the_patch_under_it():
+    # a hand check of the layout the reshapes and transposes build
+    conv, matmul = pair(in_channels=2, out_channels=3, kernel_size=2, stride=2)
+    x = torch.randn(1, 2, 4, 4, dtype=torch.double)
+    y = matmul(x)
+    patch = x[0, :, 2:4, 0:2]
+    expected = (conv.weight * patch).sum(dim=(1, 2, 3)) + conv.bias
+    torch.testing.assert_close(y[0, :, 1, 0], expected)
+
+
+def test_autocast_weight_cast_is_reused_until_the_weight_changes():
+    conv, matmul = pair(in_channels=16, out_channels=8, kernel_size=4, stride=2, padding=1)
+    conv, matmul = conv.float(), matmul.float()
+    x = torch.randn(2, 16, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = matmul._weight_matrix()
+        assert matmul._weight_matrix() is first  # one cast for the several forwards of a step
+        (matmul(x).float().sum() + matmul(2 * x).float().sum()).backward()
+        (conv(x).float().sum() + conv(2 * x).float().sum()).backward()
+    # gradients reach the float32 weight through the kept cast, as through autocast's own cache
+    torch.testing.assert_close(matmul.weight.grad, conv.weight.grad, rtol=0.02, atol=0.02)
+    for net in (conv, matmul):  # an optimiser step changes the weights in place
+        with torch.no_grad():
+            net.weight.mul_(-3.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert matmul._weight_matrix() is not first
+        updated, expected = matmul(x).float(), conv(x).float()
+    assert (updated - expected).abs().max() < 0.02 * expected.abs().max()  # not the stale weights
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not matmul._weight_matrix().requires_grad  # no graph kept for a no-grad pass
+    assert matmul._weight_matrix().dtype == torch.float32  # outside autocast: the weight itself

@@ -1,0 +1,86 @@
+"""Convolutions with small output maps, computed as one matrix product of the unfolded input.
+
+oneDNN's direct convolution on a CPU parallelises and blocks over output positions; a layer with
+a few positions per image and many channels starves it. StarGAN's discriminator at 128 px ends
+in such layers (512 -> 1024 channels on a 4x4 output, 1024 -> 2048 on 2x2, its 2x2 classifier
+on 1x1), which hold 42M of its 45M weights: there a convolution forward and backward reached
+6-15 GFLOP/s, while the same arithmetic as one (N*positions x K) @ (K x C_out) product, K =
+C_in * kernel area, runs as an ordinary GEMM that reads the weights once. Measured on this CPU
+(one StarGAN D step with the gradient penalty, 1 thread): 1.5-1.9x faster in fp32 and bf16
+(benchmarks/PERFORMANCE.md).
+
+`use_matmul_for_small_maps(net)` switches every plain nn.Conv2d of a network to MatmulConv2d in
+place: same parameters, same state_dict keys, so checkpoints do not depend on it; a layer whose
+output map is larger than `max_positions` per image computes exactly as nn.Conv2d.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Output positions per image up to which the matrix product wins here: at 4x4 (16) it was
+# 1.3-2.3x faster than the convolution, at 8x8 (64) 0.7-1.1x.
+MAX_POSITIONS = 16
+
+
+class MatmulConv2d(nn.Conv2d):
+    """nn.Conv2d that computes small output maps as unfold + matrix product (same result to
+    float rounding, first and second derivatives included: the gradient penalty's double
+    backward goes through unfold's and fold's own derivatives)."""
+
+    max_positions: int = MAX_POSITIONS
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._plain or x.dim() != 4:
+            return super().forward(x)
+        n, _, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        out_h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        out_w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        if out_h * out_w > self.max_positions:
+            return super().forward(x)
+        columns = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # N x K x L
+        rows = columns.transpose(1, 2).reshape(n * out_h * out_w, -1)  # one row per output position
+        # F.linear, not `@` then `+ bias`: under autocast it casts the bias too (a float32 bias
+        # would promote the sum, and every layer after it, back to float32)
+        y = F.linear(rows, self._weight_matrix(), self.bias)
+        y = y.reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+    def _weight_matrix(self) -> torch.Tensor:
+        """The weight as C_out x K, cast once per update under autocast.
+
+        Autocast caches its cast of a parameter for the whole autocast region, but only when the
+        parameter itself is the argument; the reshaped view passed here would be cast again on
+        every call (StarGAN's D runs three times per step: 134 MB read and 67 MB written each time
+        for its largest layer, and as many gradient casts and sums on the way back). The cast is
+        kept until the weight changes (its version counter moves on every optimiser step or load)
+        or autocast's dtype or the need for gradients does; gradients flow through it to the
+        weight as through autocast's own cache.
+        """
+        weight, device = self.weight, self.weight.device.type
+        if not (torch.is_autocast_enabled(device) and weight.dtype == torch.float32):
+            self._cast = None
+            return weight.reshape(self.out_channels, -1)
+        dtype = torch.get_autocast_dtype(device)
+        key = (weight.data_ptr(), weight._version, dtype, torch.is_grad_enabled() and weight.requires_grad)
+        cached = getattr(self, "_cast", None)
+        if cached is None or cached[0] != key:
+            cached = self._cast = (key, weight.reshape(self.out_channels, -1).to(dtype))
+        return cached[1]
+
+    @property
+    def _plain(self) -> bool:
+        # what unfold expresses: one group, zero padding given as numbers
+        return self.groups == 1 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
+
+
+def use_matmul_for_small_maps(net: nn.Module) -> nn.Module:
+    """Switch net's nn.Conv2d layers to MatmulConv2d in place (parameters and keys unchanged)."""
+    for module in net.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = MatmulConv2d
+    return net
