@@ -199,7 +199,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
             f"train.log_every={steps + 1}", f"train.image_every={steps + 1}", f"train.save_every={steps + 1}",
             f"runtime.precision={args.precision}", f"runtime.threads={args.threads}",
             f"runtime.channels_last={args.channels_last}", f"runtime.compile={args.compile}",
-            *([f"data.num_workers={args.workers}"] if args.workers is not None else [])])
+            *([f"data.num_workers={args.workers}"] if args.workers is not None else []), *args.set])
         runtime = Runtime.setup(cfg.runtime)
         dataset = build_dataset(cfg.data, "train", paired=METHODS[cfg.method].paired, train=True)
         start = time.perf_counter()  # decoding + augmenting one batch in this process (workers overlap it)
@@ -271,9 +271,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0: torch's default, as the official runs)")
     parser.add_argument("--workers", type=int, default=None, help="data loader workers (default: the recipe's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override for every run, e.g. runtime.small_map_matmul=false (repeatable)")
     parser.add_argument("--iters", type=int, default=10, help="timed steps (rounded up to whole StarGAN cycles)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (rounded up to whole cycles)")
     parser.add_argument("--profile", action="store_true", help="print the top operators of one iteration per run")
+    parser.add_argument("--official", type=Path,
+                        help="JSON list of the official code's figures measured on this machine "
+                             "([{name, s_per_iter, peak_rss_mb}], see PERFORMANCE.md); default: issue 6's")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmarks"), help="where the CSV goes")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one configuration, in a process of its own
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -291,6 +296,7 @@ def spawn(name: str, precision: str, channels_last: bool, compile_: bool, args: 
                    "--iters", str(args.iters), "--warmup", str(args.warmup)]
         command += ["--workers", str(args.workers)] if args.workers is not None else []
         command += ["--profile"] if args.profile else []
+        command += [f"--set={override}" for override in args.set]
         print(f"\n== {name}, {precision}, channels_last={channels_last}, compile={compile_}", flush=True)
         done = subprocess.run(command)
         if done.returncode:
@@ -332,9 +338,14 @@ def main() -> int:
             subprocess.run([sys.executable, __file__, "--child", name, "--result", out.name, "--iters", "1",
                             "--warmup", "1", "--precision", "fp32", "--threads", str(args.threads)], check=True)
             counted[name] = json.loads(Path(out.name).read_text())["gflop_iter"]
+    official = {name: (setup.official_s, setup.official_gb) for name, setup in CONFIGS.items()}
+    if args.official:
+        official.update({o["name"]: (o["s_per_iter"], o["peak_rss_mb"] / 1024)
+                         for o in json.loads(args.official.read_text())})
     rows = []
     for r in results:
         setup = CONFIGS[r["config"]]
+        official_s, official_gb = official[r["config"]]
         gflops = counted[r["config"]] / r["s_iter"]
         rows.append({
             "config": setup.title, "precision": r["precision"],
@@ -344,8 +355,8 @@ def main() -> int:
             "data s/batch": r["data_s"], "peak RSS GB": r["peak_rss_gb"],
             "GFLOP/iter": counted[r["config"]], "GFLOP/s": gflops,
             "of conv peak": gflops / rates[r["precision"]],
-            "official s/iter": setup.official_s, "speed-up": setup.official_s / r["s_iter"],
-            "official RSS GB": setup.official_gb, "load": r["load"],
+            "official s/iter": official_s, "speed-up": official_s / r["s_iter"],
+            "official RSS GB": official_gb, "load": r["load"],
         })
     table = pd.DataFrame(rows)
     args.output.mkdir(parents=True, exist_ok=True)
