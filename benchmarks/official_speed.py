@@ -351,7 +351,7 @@ def main(args: argparse.Namespace) -> int:
         "s/iter": r["s_per_iter"], "images/s": r["batch"] / r["s_per_iter"],
         "optimize s": r.get("optimize_s", nan), "data wait s": r.get("data_wait_s", nan),
         "D step s": r.get("d_step_s", nan), "D+G step s": r.get("dg_step_s", nan),
-        "peak RSS MB": r["peak_rss_mb"], "load": r["load"],
+        "peak RSS GB": r["peak_rss_mb"] * 2**20 / 1e9, "load": r["load"],  # as train_speed.py's column
     } for r in results])
     args.output.mkdir(parents=True, exist_ok=True)
     report(table, f"Official code, training speed ({os.cpu_count()} CPUs, torch {results[0]['torch']}; "

@@ -340,7 +340,7 @@ def main() -> int:
             counted[name] = json.loads(Path(out.name).read_text())["gflop_iter"]
     official = {name: (setup.official_s, setup.official_gb) for name, setup in CONFIGS.items()}
     if args.official:
-        official.update({o["name"]: (o["s_per_iter"], o["peak_rss_mb"] / 1024)
+        official.update({o["name"]: (o["s_per_iter"], o["peak_rss_mb"] * 2**20 / 1e9)  # VmHWM's MiB -> GB
                          for o in json.loads(args.official.read_text())})
     rows = []
     for r in results:
