@@ -79,8 +79,8 @@ def test_classification_loss_is_bce_summed_over_attributes_or_cross_entropy():
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
     labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
     by_hand = 0.0
-    for row_logits, row_labels in zip(logits.tolist(), labels.tolist()):
-        for x, y in zip(row_logits, row_labels):
+    for row_logits, row_labels in zip(logits.tolist(), labels.tolist(), strict=True):
+        for x, y in zip(row_logits, row_labels, strict=True):
             p = 1 / (1 + torch.exp(torch.tensor(-x)))
             by_hand += float(-(y * torch.log(p) + (1 - y) * torch.log(1 - p)))
     assert classification_loss(logits, labels, multi_label=True).item() == pytest.approx(by_hand / 2, rel=1e-5)
@@ -127,12 +127,16 @@ def test_g_steps_every_n_critic_steps(tmp_path):
     batch = faces_batch(cfg)
     ctx = RecordingContext(method, lr=1e-4)
     g_keys = {"G/loss_fake", "G/loss_rec", "G/loss_cls"}
-    with_g = []
+    with_g, g_calls = [], []
+    method.nets["G"].register_forward_hook(lambda *_: g_calls.append(torch.is_grad_enabled()))
     for step in range(10):
         ctx.step = step
         with_g.append(bool(set(method.training_step(batch, ctx)) & g_keys))
     assert ctx.order == ["D"] * 4 + ["D", "G"] + ["D"] * 4 + ["D", "G"]
     assert with_g == [False] * 4 + [True] + [False] * 4 + [True]
+    # one translation per step for D, reused by G's step (with its graph), and G's reconstruction
+    cycle = [False] * 4 + [True, True]
+    assert g_calls == cycle + cycle
 
 
 def test_g_step_losses_by_hand(tmp_path):

@@ -77,7 +77,7 @@ class StarGAN(Method):
                 self._visuals = visuals
             return losses
         losses, shown = {}, []
-        for k, part in enumerate(self.labels.parts):
+        for k in range(len(self.labels.parts)):
             fmt = self.cfg.data.joint[k]
             part_losses, visuals = self._dataset_step(batch[f"image_{k}"], batch[f"label_{k}"], ctx, k)
             losses.update({f"{name}_{fmt}": v for name, v in part_losses.items()})
@@ -102,12 +102,16 @@ class StarGAN(Method):
             c_org, c_trg = self.joint_label(label_org, part), self.joint_label(label_trg, part)
             cls_slice, multi_label = self.part_slice(part), self.labels.parts[part].multi_label
 
+        g_step = (ctx.step + 1) % s.n_critic == 0
         set_requires_grad([D], True)
         with ctx.autocast():
             out_src, out_cls = D(x_real)
-            with torch.no_grad():  # D's step needs no gradient through G
+            # D's step needs no gradient through G. On G's steps the same translation is G's input
+            # below (G has not changed in between; the official code computes it twice), so it is
+            # made once, with its graph kept for G's update: a twelfth of the cycle's arithmetic.
+            with torch.set_grad_enabled(g_step):
                 x_fake = G(x_real, c_trg)
-            fake_src, _ = D(x_fake)
+            fake_src, _ = D(x_fake.detach())
             losses = {
                 "D/loss_real": self.wgan(out_src, True),
                 "D/loss_fake": self.wgan(fake_src, False),
@@ -118,10 +122,9 @@ class StarGAN(Method):
                      + s.lambda_gp * losses["D/loss_gp"])
 
         visuals = {}
-        if (ctx.step + 1) % s.n_critic == 0:
+        if g_step:
             set_requires_grad([D], False)
             with ctx.autocast():
-                x_fake = G(x_real, c_trg)
                 fake_src, fake_cls = D(x_fake)
                 x_rec = G(x_fake, c_org)
                 losses["G/loss_fake"] = self.wgan(fake_src, True, for_generator=True)
