@@ -3,6 +3,8 @@ runtime's CPU memory setting: same numbers, same checkpoints, and the runtime ap
 
 from __future__ import annotations
 
+import copy
+import pickle
 import subprocess
 import sys
 
@@ -163,3 +165,14 @@ def test_autocast_weight_cast_is_reused_until_the_weight_changes():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert not matmul._weight_matrix().requires_grad  # no graph kept for a no-grad pass
     assert matmul._weight_matrix().dtype == torch.float32  # outside autocast: the weight itself
+
+
+def test_a_module_with_a_kept_cast_copies_and_pickles():
+    _, matmul = pair(in_channels=8, out_channels=4, kernel_size=4, stride=2, padding=1)
+    matmul = matmul.float()
+    x = torch.randn(2, 8, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        matmul(x)  # keeps a bf16 cast with its graph
+    for clone in (copy.deepcopy(matmul), pickle.loads(pickle.dumps(matmul))):
+        assert getattr(clone, "_cast", None) is None
+        assert torch.equal(clone(x), matmul(x))

@@ -108,7 +108,7 @@ class StarGAN(Method):
             out_src, out_cls = D(x_real)
             # D's step needs no gradient through G. On G's steps the same translation is G's input
             # below (G has not changed in between; the official code computes it twice), so it is
-            # made once, with its graph kept for G's update: a twelfth of the cycle's arithmetic.
+            # made once, with its graph kept for G's update: 6.6% of an iteration's arithmetic.
             with torch.set_grad_enabled(g_step):
                 x_fake = G(x_real, c_trg)
             fake_src, _ = D(x_fake.detach())

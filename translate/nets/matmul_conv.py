@@ -72,6 +72,13 @@ class MatmulConv2d(nn.Conv2d):
             cached = self._cast = (key, weight.reshape(self.out_channels, -1).to(dtype))
         return cached[1]
 
+    def __getstate__(self) -> dict:
+        # copies and pickles leave the cast behind: it belongs to this module's autograd graph
+        # (deepcopy refuses non-leaf tensors) and is made again on the next forward
+        state = dict(super().__getstate__())
+        state.pop("_cast", None)
+        return state
+
     @property
     def _plain(self) -> bool:
         # what unfold expresses: one group, zero padding given as numbers
