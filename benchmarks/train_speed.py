@@ -3,7 +3,8 @@ peak memory and the share of the machine's convolution rate, for the configurati
 
     python benchmarks/train_speed.py [--configs cyclegan256,cyclegan128,pix2pix256,stargan16,stargan4]
                                      [--precision fp32,bf16] [--channels-last] [--compile] [--threads 0]
-                                     [--iters 10] [--warmup 3] [--profile] [--output DIR]
+                                     [--iters 10] [--warmup 3] [--profile] [--set KEY=VALUE]
+                                     [--official official_speed.json] [--output DIR]
 
 Each configuration trains with the toolkit's own Trainer (translate/train/loop.py) on JPEG files
 written to a temporary folder in the dataset's layout (trainA/trainB for CycleGAN, A|B pairs for
@@ -24,9 +25,10 @@ operators it knows: convolutions, matmuls); GFLOP/s divides it by the time per i
 same precision (the better of the two memory formats). --profile prints the torch profiler's top
 operators for one iteration (one 5-step cycle for StarGAN) per run.
 
-The official figures beside the table were measured on this 2-core machine with the official code
-and torch's default threads (issue 6). On a shared machine the timings are noisy: the load
-average is recorded with each row. Writes train_speed.csv and .md to --output.
+The official figures beside the table are issue 6's by default (the official code, torch's default
+threads, on an earlier day); --official takes those benchmarks/official_speed.py measured with the
+official code on this machine. On a shared machine the timings are noisy: the load average is
+recorded with each row. Writes train_speed.csv and .md to --output.
 """
 
 from __future__ import annotations
@@ -361,7 +363,8 @@ def main() -> int:
     table = pd.DataFrame(rows)
     args.output.mkdir(parents=True, exist_ok=True)
     report(table, f"Training speed, {os.cpu_count()} CPUs ({rates['fp32']:.0f} GFLOP/s fp32, "
-                  f"{rates['bf16']:.0f} bf16 3x3 conv); official = the official code on the same machine",
+                  f"{rates['bf16']:.0f} bf16 3x3 conv); official = "
+                  + (f"{args.official}" if args.official else "issue 6's figures (--official FILE: yours)"),
            args.output / "train_speed.csv", digits=3)
     return 0
 
