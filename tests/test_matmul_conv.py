@@ -176,3 +176,23 @@ def test_a_module_with_a_kept_cast_copies_and_pickles():
     for clone in (copy.deepcopy(matmul), pickle.loads(pickle.dumps(matmul))):
         assert getattr(clone, "_cast", None) is None
         assert torch.equal(clone(x), matmul(x))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_kept_cast_follows_optimiser_steps_fused_or_not(fused):
+    # the trainer's fused Adam updates weights in place without moving their version counters
+    conv, matmul = pair(in_channels=16, out_channels=8, kernel_size=4, stride=2, padding=1)
+    conv, matmul = conv.float(), matmul.float()
+    optimizers = [torch.optim.Adam(net.parameters(), lr=0.1, fused=fused) for net in (conv, matmul)]
+    x = torch.randn(2, 16, 4, 4)
+    for _ in range(3):
+        for net, optimizer in zip((conv, matmul), optimizers, strict=True):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = net(x).float().square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        torch.testing.assert_close(matmul.weight, conv.weight, rtol=0.05, atol=0.01)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.testing.assert_close(matmul._weight_matrix().float(),
+                                       matmul.weight.reshape(8, -1), rtol=0.01, atol=1e-3)

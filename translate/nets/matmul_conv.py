@@ -19,10 +19,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 # Output positions per image up to which the matrix product wins here: at 4x4 (16) it was
 # 1.3-2.3x faster than the convolution, at 8x8 (64) 0.7-1.1x.
 MAX_POSITIONS = 16
+
+# Optimiser steps taken in this process. Fused optimisers (the trainer's fused Adam) update
+# parameters in place without moving their version counters, so a kept weight cast is also
+# keyed on this count, advanced by a hook after every step of every optimiser.
+_optimizer_steps = 0
+
+
+def _count_step(optimizer, args, kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_step)
 
 
 class MatmulConv2d(nn.Conv2d):
@@ -57,16 +71,17 @@ class MatmulConv2d(nn.Conv2d):
         parameter itself is the argument; the reshaped view passed here would be cast again on
         every call (StarGAN's D runs three times per step: 134 MB read and 67 MB written each time
         for its largest layer, and as many gradient casts and sums on the way back). The cast is
-        kept until the weight changes (its version counter moves on every optimiser step or load)
-        or autocast's dtype or the need for gradients does; gradients flow through it to the
-        weight as through autocast's own cache.
+        kept until the weight changes (an optimiser steps, or its version counter moves: a load
+        or any other in-place change) or autocast's dtype or the need for gradients does;
+        gradients flow through it to the weight as through autocast's own cache.
         """
         weight, device = self.weight, self.weight.device.type
         if not (torch.is_autocast_enabled(device) and weight.dtype == torch.float32):
             self._cast = None
             return weight.reshape(self.out_channels, -1)
         dtype = torch.get_autocast_dtype(device)
-        key = (weight.data_ptr(), weight._version, dtype, torch.is_grad_enabled() and weight.requires_grad)
+        key = (weight.data_ptr(), weight._version, _optimizer_steps, dtype,
+               torch.is_grad_enabled() and weight.requires_grad)
         cached = getattr(self, "_cast", None)
         if cached is None or cached[0] != key:
             cached = self._cast = (key, weight.reshape(self.out_channels, -1).to(dtype))
