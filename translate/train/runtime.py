@@ -161,7 +161,7 @@ def keep_freed_memory() -> bool:
 
     By default every allocation above 32 MB (a weight gradient of StarGAN D's last layers, 134 MB;
     large activations) is a fresh mmap, returned on free, so each step pays page faults to zero it
-    again: a third of the time of those layers' forward and backward here. Without mmap and with a
+    again: 40-70% of the time of those layers' forward and backward here. Without mmap and with a
     high trim threshold, a training loop's steady stream of same-sized tensors reuses the heap.
     (jemalloc or tcmalloc preloaded do the same; this needs no launcher.) No effect where the C
     library is not glibc, and none on GPU memory. Returns whether it applied.
