@@ -83,13 +83,19 @@ def test_a_failed_check_is_an_error_and_leaves_no_file(cyclegan_run, tmp_path, m
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def export_official(tmp_path, fixture_name: str, checkpoint_name: str, size: int, fmt: str):
+    """An official reference generator saved under its official checkpoint name, then exported."""
+    fixture = torch.load(REFERENCE / fixture_name, weights_only=True)
+    official = tmp_path / checkpoint_name
+    torch.save(fixture["state_dict"], official)
+    table = export_generator(ExportConfig(checkpoint=str(official), output=str(tmp_path / "out"), size=size,
+                                          formats=[fmt]))
+    return fixture, table
+
+
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/fixtures/reference not found")
 def test_official_cyclegan_generator_exports_and_keeps_the_official_outputs(tmp_path):
-    fixture = torch.load(REFERENCE / "cyclegan_resnet9_G.pt", weights_only=True)
-    official = tmp_path / "latest_net_G_A.pth"
-    torch.save(fixture["state_dict"], official)
-    table = export_generator(ExportConfig(checkpoint=str(official), output=str(tmp_path / "out"), size=64,
-                                          formats=["onnx"]))
+    fixture, table = export_official(tmp_path, "cyclegan_resnet9_G.pt", "latest_net_G_A.pth", 64, "onnx")
     assert table["max_abs_diff"].max() <= TOLERANCE
     # The exported graph, at the fixture's own 256 px (another side than the 64 traced), gives the
     # official network's output.
@@ -111,11 +117,7 @@ def test_official_cyclegan_generator_exports_and_keeps_the_official_outputs(tmp_
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/fixtures/reference not found")
 def test_official_pix2pix_generator_exports_in_eval_mode(tmp_path):
-    fixture = torch.load(REFERENCE / "pix2pix_unet256_G.pt", weights_only=True)
-    official = tmp_path / "latest_net_G.pth"
-    torch.save(fixture["state_dict"], official)
-    table = export_generator(ExportConfig(checkpoint=str(official), output=str(tmp_path / "out"), size=256,
-                                          formats=["torchscript"]))
+    fixture, table = export_official(tmp_path, "pix2pix_unet256_G.pt", "latest_net_G.pth", 256, "torchscript")
     assert table["checked_on"].item() == "3x3x256x256, 1x3x512x512"  # a U-Net of 8 levels: multiples of 256
     got = run_torchscript(tmp_path / "out" / "generator.pt", fixture["input"])
     reference = fixture["output_eval"]  # the running averages, not the official test's train mode
