@@ -13,15 +13,21 @@ import torch
 from torch import nn
 
 from translate.config import RuntimeConfig
-from translate.nets import StarGANDiscriminator
-from translate.nets.matmul_conv import MAX_POSITIONS, MatmulConv2d, use_matmul_for_small_maps
+from translate.nets import StarGANDiscriminator, UnetGenerator
+from translate.nets.matmul_conv import (
+    MAX_POSITIONS,
+    MAX_TRANSPOSED_POSITIONS,
+    MatmulConv2d,
+    MatmulConvTranspose2d,
+    use_matmul_for_small_maps,
+)
 from translate.train.runtime import Runtime
 
 
-def pair(**kwargs) -> tuple[nn.Conv2d, nn.Conv2d]:
+def pair(layer=nn.Conv2d, **kwargs) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
-    conv = nn.Conv2d(**kwargs).double()
-    matmul = nn.Conv2d(**kwargs).double()
+    conv = layer(**kwargs).double()
+    matmul = layer(**kwargs).double()
     matmul.load_state_dict(conv.state_dict())
     use_matmul_for_small_maps(matmul)
     return conv, matmul
@@ -50,6 +56,83 @@ def test_small_maps_match_the_convolution_with_first_and_second_derivatives(kwar
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(matmul, (x[:1].detach().requires_grad_(),))
     assert torch.autograd.gradgradcheck(matmul, (x[:1].detach().requires_grad_(),))
+
+
+@pytest.mark.parametrize("kwargs,size", [
+    (dict(in_channels=6, out_channels=5, kernel_size=4, stride=2, padding=1), 4),  # the U-Net's up layers
+    (dict(in_channels=6, out_channels=5, kernel_size=4, stride=2, padding=1, bias=False), 1),  # its innermost
+    (dict(in_channels=5, out_channels=4, kernel_size=3, stride=2, padding=1, output_padding=1), 8),  # ResNet's
+    (dict(in_channels=4, out_channels=3, kernel_size=(3, 2), stride=(1, 2), padding=(1, 0), dilation=2), (2, 5)),
+])
+def test_transposed_small_maps_match_with_first_and_second_derivatives(kwargs, size):
+    conv, matmul = pair(nn.ConvTranspose2d, **kwargs)
+    assert type(matmul) is MatmulConvTranspose2d
+    h, w = (size, size) if isinstance(size, int) else size
+    assert h * w <= MAX_TRANSPOSED_POSITIONS
+    x = torch.randn(3, kwargs["in_channels"], h, w, dtype=torch.double, requires_grad=True)
+    expected, got = conv(x), matmul(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    for net, out in ((conv, expected), (matmul, got)):
+        (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        grad_x.square().sum().backward()
+        net.penalty_grads = [p.grad.clone() for p in net.parameters()]
+    for a, b in zip(conv.penalty_grads, matmul.penalty_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(matmul, (x[:1].detach().requires_grad_(),))
+    assert torch.autograd.gradgradcheck(matmul, (x[:1].detach().requires_grad_(),))
+
+
+def test_transposed_hand_check_each_input_spreads_its_patch():
+    # one input position with stride 2, padding 1: its patch lands at (2i - 1, 2j - 1), clipped
+    conv, matmul = pair(nn.ConvTranspose2d, in_channels=2, out_channels=3, kernel_size=4, stride=2, padding=1)
+    x = torch.zeros(1, 2, 2, 2, dtype=torch.double)
+    x[0, :, 1, 0] = torch.tensor([1.0, -2.0])
+    patch = (matmul.weight * x[0, :, 1, 0].reshape(2, 1, 1, 1)).sum(0)  # C_out x 4 x 4
+    expected = torch.zeros(3, 6, 6, dtype=torch.double)  # the 4x4 output padded by 1 on each side
+    expected[:, 2:6, 0:4] = patch
+    expected = expected[:, 1:5, 1:5] + matmul.bias.reshape(3, 1, 1)
+    torch.testing.assert_close(matmul(x)[0], expected)
+    torch.testing.assert_close(conv(x)[0], expected)
+
+
+def test_transposed_large_maps_and_given_output_sizes_take_the_torch_path():
+    conv, matmul = pair(nn.ConvTranspose2d, in_channels=3, out_channels=4, kernel_size=4, stride=2, padding=1)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.double)  # 256 input positions
+    assert torch.equal(matmul(x), conv(x))
+    small = torch.randn(2, 3, 4, 4, dtype=torch.double)
+    assert torch.equal(matmul(small, output_size=[9, 9]), conv(small, output_size=[9, 9]))
+
+
+def test_transposed_under_bf16_autocast_keeps_bf16_and_its_bias():
+    conv, matmul = pair(nn.ConvTranspose2d, in_channels=64, out_channels=32, kernel_size=4, stride=2, padding=1)
+    conv, matmul = conv.float(), matmul.float()
+    with torch.no_grad():
+        for net in (conv, matmul):
+            net.bias.fill_(0.5)
+    x = torch.randn(2, 64, 4, 4).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = conv(x), matmul(x)
+    assert got.dtype == torch.bfloat16  # a float32 bias would have promoted the sum
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (got.float() - expected.float()).abs().max() < 0.02 * expected.float().abs().max()
+
+
+def test_unet_256_with_matmul_layers_matches_and_keeps_its_keys():
+    torch.manual_seed(0)
+    net = UnetGenerator(3, 3, 8, 8, "batch", False)  # unet_256's depth, narrow
+    plain = copy.deepcopy(net)
+    use_matmul_for_small_maps(net)
+    assert net.state_dict().keys() == plain.state_dict().keys()
+    switched = [m for m in net.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(switched) == 8 and all(type(m) is MatmulConvTranspose2d for m in switched)
+    x = torch.randn(2, 3, 256, 256)
+    expected, got = plain(x), net(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    got.square().mean().backward()
+    expected.square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), net.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-6, msg=name)
 
 
 def test_large_maps_compute_exactly_as_the_convolution():

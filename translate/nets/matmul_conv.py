@@ -1,4 +1,4 @@
-"""Convolutions with small output maps, computed as one matrix product of the unfolded input.
+"""Convolutions with small maps, computed as one matrix product with unfold or fold.
 
 oneDNN's direct convolution on a CPU parallelises and blocks over output positions; a layer with
 a few positions per image and many channels starves it. StarGAN's discriminator at 128 px ends
@@ -9,9 +9,18 @@ C_in * kernel area, runs as an ordinary GEMM that reads the weights once. Measur
 (one StarGAN D step with the gradient penalty, 1 thread): 1.5-1.9x faster in fp32 and bf16
 (benchmarks/PERFORMANCE.md).
 
-`use_matmul_for_small_maps(net)` switches every plain nn.Conv2d of a network to MatmulConv2d in
-place: same parameters, same state_dict keys, so checkpoints do not depend on it; a layer whose
-output map is larger than `max_positions` per image computes exactly as nn.Conv2d.
+The U-Net's decoder has the same trouble in transposed convolutions: pix2pix's unet_256 goes up
+from 1x1, 2x2, 4x4 and 8x8 maps with 512 -> 512 and 1024 -> 512 channels (25M of its 54M
+weights), where oneDNN's transposed convolution reached 7-90 GFLOP/s. A transposed convolution
+is the adjoint of a convolution: every input position's channels times the weight give one
+output patch (C_out x kernel area), and fold sums the overlapping patches into the output map.
+As one GEMM and a fold, forward and backward were 1.5-2.2x faster in bf16 at those sizes and
+1.1-2.4x in fp32 (2 threads, with runtime.keep_freed_memory).
+
+`use_matmul_for_small_maps(net)` switches every plain nn.Conv2d and nn.ConvTranspose2d of a
+network to its matrix-product subclass in place: same parameters, same state_dict keys, so
+checkpoints do not depend on it; a layer on larger maps than the limit computes exactly as the
+torch layer.
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 # Output positions per image up to which the matrix product wins here: at 4x4 (16) it was
 # 1.3-2.3x faster than the convolution, at 8x8 (64) 0.7-1.1x.
 MAX_POSITIONS = 16
+# Input positions per image up to which a transposed convolution's matrix product wins: up to
+# 8x8 (64) 1.1-2.4x faster, at 16x16 0.9-1.05x, at 32x32 0.75x.
+MAX_TRANSPOSED_POSITIONS = 64
 
 # Optimiser steps taken in this process. Fused optimisers (the trainer's fused Adam) update
 # parameters in place without moving their version counters, so a kept weight cast is also
@@ -39,7 +51,49 @@ def _count_step(optimizer, args, kwargs) -> None:
 register_optimizer_step_post_hook(_count_step)
 
 
-class MatmulConv2d(nn.Conv2d):
+class _KeptWeightCast:
+    """The weight as the matrix of a layer's product, cast once per update under autocast.
+
+    Autocast caches its cast of a parameter for the whole autocast region, but only when the
+    parameter itself is the argument; the reshaped view a matrix product needs would be cast
+    again on every call (StarGAN's D runs three times per step: 134 MB read and 67 MB written
+    each time for its largest layer, and as many gradient casts and sums on the way back). The
+    cast is kept until the weight changes (an optimiser steps, or its version counter moves: a
+    load or any other in-place change) or autocast's dtype or the need for gradients does;
+    gradients flow through it to the weight as through autocast's own cache.
+    """
+
+    def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # each layer's own reshape
+
+    def _weight_matrix(self) -> torch.Tensor:
+        weight, device = self.weight, self.weight.device.type
+        if not (torch.is_autocast_enabled(device) and weight.dtype == torch.float32):
+            self._cast = None
+            return self._matrix(weight)
+        dtype = torch.get_autocast_dtype(device)
+        key = (weight.data_ptr(), weight._version, _optimizer_steps, dtype,
+               torch.is_grad_enabled() and weight.requires_grad)
+        cached = getattr(self, "_cast", None)
+        if cached is None or cached[0] != key:
+            cached = self._cast = (key, self._matrix(weight).to(dtype))
+        return cached[1]
+
+    def __getstate__(self) -> dict:
+        # copies and pickles leave the cast behind: it belongs to this module's autograd graph
+        # (deepcopy refuses non-leaf tensors) and is made again on the next forward
+        state = dict(super().__getstate__())
+        state.pop("_cast", None)
+        return state
+
+
+def _like_input(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """y in x's memory format (channels_last in, channels_last out, as torch's layers do)."""
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+class MatmulConv2d(_KeptWeightCast, nn.Conv2d):
     """nn.Conv2d that computes small output maps as unfold + matrix product (same result to
     float rounding, first and second derivatives included: the gradient penalty's double
     backward goes through unfold's and fold's own derivatives)."""
@@ -60,39 +114,10 @@ class MatmulConv2d(nn.Conv2d):
         # F.linear, not `@` then `+ bias`: under autocast it casts the bias too (a float32 bias
         # would promote the sum, and every layer after it, back to float32)
         y = F.linear(rows, self._weight_matrix(), self.bias)
-        y = y.reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
-        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        return _like_input(y.reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2), x)
 
-    def _weight_matrix(self) -> torch.Tensor:
-        """The weight as C_out x K, cast once per update under autocast.
-
-        Autocast caches its cast of a parameter for the whole autocast region, but only when the
-        parameter itself is the argument; the reshaped view passed here would be cast again on
-        every call (StarGAN's D runs three times per step: 134 MB read and 67 MB written each time
-        for its largest layer, and as many gradient casts and sums on the way back). The cast is
-        kept until the weight changes (an optimiser steps, or its version counter moves: a load
-        or any other in-place change) or autocast's dtype or the need for gradients does;
-        gradients flow through it to the weight as through autocast's own cache.
-        """
-        weight, device = self.weight, self.weight.device.type
-        if not (torch.is_autocast_enabled(device) and weight.dtype == torch.float32):
-            self._cast = None
-            return weight.reshape(self.out_channels, -1)
-        dtype = torch.get_autocast_dtype(device)
-        key = (weight.data_ptr(), weight._version, _optimizer_steps, dtype,
-               torch.is_grad_enabled() and weight.requires_grad)
-        cached = getattr(self, "_cast", None)
-        if cached is None or cached[0] != key:
-            cached = self._cast = (key, weight.reshape(self.out_channels, -1).to(dtype))
-        return cached[1]
-
-    def __getstate__(self) -> dict:
-        # copies and pickles leave the cast behind: it belongs to this module's autograd graph
-        # (deepcopy refuses non-leaf tensors) and is made again on the next forward
-        state = dict(super().__getstate__())
-        state.pop("_cast", None)
-        return state
+    def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.reshape(self.out_channels, -1)  # C_out x (C_in * kernel area)
 
     @property
     def _plain(self) -> bool:
@@ -100,9 +125,38 @@ class MatmulConv2d(nn.Conv2d):
         return self.groups == 1 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
 
 
+class MatmulConvTranspose2d(_KeptWeightCast, nn.ConvTranspose2d):
+    """nn.ConvTranspose2d that computes small input maps as a matrix product + fold (same result
+    to float rounding, with first and second derivatives)."""
+
+    max_positions: int = MAX_TRANSPOSED_POSITIONS
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        n, _, h, w = x.shape if x.dim() == 4 else (0, 0, 0, 0)
+        if self.groups != 1 or output_size is not None or not 0 < h * w <= self.max_positions:
+            return super().forward(x, output_size)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + self.output_padding[0] + 1
+        out_w = (w - 1) * sw - 2 * pw + dw * (kw - 1) + self.output_padding[1] + 1
+        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, self.in_channels)  # one row per input position
+        patches = torch.matmul(rows, self._weight_matrix())  # each row: its C_out x kernel-area patch
+        # fold places patch (i, j) at output (i*stride - padding, ...) and sums the overlaps:
+        # exactly the transposed convolution, whose sliding blocks over the output are the inputs
+        y = F.fold(patches.reshape(n, h * w, -1).transpose(1, 2), (out_h, out_w), self.kernel_size,
+                   self.dilation, self.padding, self.stride)
+        if self.bias is not None:  # in y's dtype, as autocast casts a transposed conv's bias
+            y = y + self.bias.to(y.dtype).reshape(1, -1, 1, 1)
+        return _like_input(y, x)
+
+    def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.reshape(self.in_channels, -1)  # C_in x (C_out * kernel area)
+
+
 def use_matmul_for_small_maps(net: nn.Module) -> nn.Module:
-    """Switch net's nn.Conv2d layers to MatmulConv2d in place (parameters and keys unchanged)."""
+    """Switch net's nn.Conv2d and nn.ConvTranspose2d layers to their matrix-product subclasses
+    in place (parameters and keys unchanged)."""
+    switch = {nn.Conv2d: MatmulConv2d, nn.ConvTranspose2d: MatmulConvTranspose2d}
     for module in net.modules():
-        if type(module) is nn.Conv2d:
-            module.__class__ = MatmulConv2d
+        if type(module) in switch:
+            module.__class__ = switch[type(module)]
     return net
