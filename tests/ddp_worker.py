@@ -40,14 +40,15 @@ def main() -> None:
                          for p in unwrap(net).parameters()])
     gathered = [torch.zeros_like(weights) for _ in range(runtime.world_size)]
     dist.all_gather(gathered, weights)
-    samples = [None] * runtime.world_size
-    dist.all_gather_object(samples, seen)
+    samples = runtime.gather(seen)
+    draws = runtime.gather(torch.rand(4).tolist())  # each rank's stream, where training left it
     if runtime.is_main:
         print(json.dumps({
             "steps": trainer.step,
             "max_weight_difference": max(float((g - gathered[0]).abs().max()) for g in gathered),
             "ranks_saw_different_samples": all(set(a).isdisjoint(b) for a, b in zip(*samples)),
-            "weights_trained": float((weights.norm())),
+            "ranks_drew_differently": len({tuple(d) for d in draws}) == runtime.world_size,
+            "weights_trained": float(weights.norm()),
         }))
     runtime.close()
 

@@ -342,24 +342,51 @@ def test_stargan_resumes_exactly_and_logs_g_losses_on_g_steps(tmp_path):
     assert sorted(p.name for p in (whole / "samples").iterdir()) == ["step_00000005.png", "step_00000010.png"]
 
 
+TORCHRUN_STARGAN = ["data.num_workers=0", "data.scenes_count=16", "stargan.conv_dim=8", "stargan.d_conv_dim=8",
+                    "stargan.g_repeat_num=1", "stargan.d_repeat_num=5", "stargan.n_critic=2", "train.batch_size=4",
+                    "train.iterations=6", "train.iterations_decay=2", "runtime.threads=1",
+                    "runtime.deterministic=true"]
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        f"--master_port={free_port()}", "--master_addr=127.0.0.1", *args],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                       check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
 def test_stargan_under_torchrun_keeps_every_rank_in_step(tmp_path):
     """2 gloo processes: the gradient penalty's autograd.grad (create_graph) through a DDP-wrapped
     D and the alternating D/G steps still average gradients, so ranks fed different samples end
-    with the same parameters, bit for bit."""
-    worker = Path(__file__).with_name("ddp_worker.py")
-    overrides = [f"output_dir={tmp_path / 'runs'}", "data.num_workers=0", "data.scenes_count=16",
-                 "stargan.conv_dim=8", "stargan.d_conv_dim=8", "stargan.g_repeat_num=1", "stargan.d_repeat_num=5",
-                 "stargan.n_critic=2", "train.batch_size=4", "train.iterations=6", "train.iterations_decay=2",
-                 "runtime.threads=1", "runtime.deterministic=true"]
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                        f"--master_port={free_port()}", "--master_addr=127.0.0.1", str(worker),
-                        "recipe=stargan_synthetic", *overrides],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-3000:]
+    with the same parameters, bit for bit; each rank draws its own random numbers."""
+    r = torchrun(str(Path(__file__).with_name("ddp_worker.py")), "recipe=stargan_synthetic",
+                 f"output_dir={tmp_path / 'runs'}", *TORCHRUN_STARGAN)
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["steps"] == 6 and report["ranks_saw_different_samples"]
     assert report["max_weight_difference"] == 0.0
+    assert report["ranks_drew_differently"]  # else both ranks mix real and fake alike, permute alike
     assert "G/loss_rec" in r.stdout and "D/loss_gp" in r.stdout  # both kinds of step ran
+
+
+def test_stargan_under_torchrun_resumes_every_rank_s_random_stream(tmp_path):
+    """Stopped at step 4 and resumed, 2 ranks end where an uninterrupted run does, bit for bit:
+    the checkpoint holds each rank's random state (rank 1's gradient-penalty mixes and target
+    orders after the resume are its own stream's, not rank 0's)."""
+    torchrun("-m", "translate.cli", "recipe=stargan_synthetic", f"output_dir={tmp_path / 'whole'}",
+             *TORCHRUN_STARGAN)
+    torchrun("-m", "translate.cli", "recipe=stargan_synthetic", f"output_dir={tmp_path / 'part'}",
+             *TORCHRUN_STARGAN, "train.max_steps=4")
+    (part,) = list((tmp_path / "part").iterdir())
+    state, _ = latest_checkpoint(part / "checkpoints")
+    assert state["step"] == 4 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    torchrun("-m", "translate.cli", f"resume={part}", "train.max_steps=0")
+    (whole,) = list((tmp_path / "whole").iterdir())
+    wa, wb = (latest_checkpoint(r / "checkpoints")[0] for r in (whole, part))
+    assert wa["step"] == wb["step"] == 6
+    assert all(torch.equal(wa["nets"][n][k], wb["nets"][n][k]) for n in wa["nets"] for k in wa["nets"][n])
 
 
 # ---------------------------------------------------------------------------------------------

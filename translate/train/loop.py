@@ -32,7 +32,7 @@ from translate.train.checkpoint import (
     write_atomically,
 )
 from translate.train.logging import RunLogger, visuals_from_state, visuals_state
-from translate.train.runtime import Runtime, load_rng_state, rng_state, seed_everything, unwrap
+from translate.train.runtime import Runtime, load_rng_state, rank_seed, rng_state, seed_everything, unwrap
 
 
 class TrainingDiverged(UserError):
@@ -96,6 +96,8 @@ class Trainer:
         self.method = build_method(cfg)
         for name in list(self.method.nets):
             self.method.nets[name] = runtime.wrap(self.method.nets[name])
+        if runtime.rank:  # the same weights, then a random stream of this rank's own
+            seed_everything(rank_seed(t.seed, runtime.rank))
 
         if t.batch_size % runtime.world_size:
             raise UserError(f"train.batch_size={t.batch_size} does not divide among "
@@ -147,7 +149,8 @@ class Trainer:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
+    def state_dict(self, rng_ranks: list[dict] | None = None) -> dict:
+        """The run's state; `rng_ranks`: every rank's random state (default: this process's)."""
         return {
             "step": self.step,
             "config": config_mod.to_dict(self.cfg),
@@ -157,7 +160,7 @@ class Trainer:
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             "scalers": {k: v.state_dict() for k, v in self.scalers.items() if v is not None},
             "extra": self.method.extra_state(),
-            "rng": rng_state(),
+            "rng": rng_ranks or [rng_state()],
             "visuals": visuals_state(self.method.visuals()),
             "eval_best": self.evaluation.state_dict() if self.evaluation else {},
         }
@@ -179,11 +182,22 @@ class Trainer:
             if scaler is not None and k in state["scalers"]:
                 scaler.load_state_dict(state["scalers"][k])
         self.method.load_extra_state(state["extra"])
-        load_rng_state(state["rng"])
+        self._load_rng(state["rng"], state["step"])
         self.method.restore_visuals(visuals_from_state(state.get("visuals", {})))  # see logging.py
         self.step = state["step"]
         if self.evaluation:
             self.evaluation.load_state_dict(state.get("eval_best", {}))
+
+    def _load_rng(self, saved: list[dict] | dict, step: int) -> None:
+        """Each rank continues its own random stream. Resumed with more processes than were saved
+        (or from a checkpoint of one state per run, before per-rank streams), a rank without one
+        starts a fresh stream of its own from the seed, the rank and the step."""
+        saved = saved if isinstance(saved, list) else [saved]
+        rank = self.runtime.rank
+        if rank < len(saved):
+            load_rng_state(saved[rank])
+        else:
+            seed_everything(rank_seed(self.cfg.train.seed + step, rank))
 
     def resume(self) -> bool:
         folder = self.run_dir / "checkpoints"
@@ -203,8 +217,9 @@ class Trainer:
         if not self.runtime.all_true(self.logger.interval_finite()):
             self._diverged()
         path = None
+        rng_ranks = self.runtime.gather(rng_state())
         if self.runtime.is_main:
-            path = save_checkpoint(self.state_dict(), self.run_dir / "checkpoints", self.step,
+            path = save_checkpoint(self.state_dict(rng_ranks), self.run_dir / "checkpoints", self.step,
                                    self.cfg.train.keep_checkpoints)
         self.runtime.barrier()
         return path

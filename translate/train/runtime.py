@@ -122,6 +122,14 @@ class Runtime:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, obj) -> list:
+        """Every rank's value of a picklable object, in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        values = [None] * self.world_size
+        dist.all_gather_object(values, obj)
+        return values
+
     def all_true(self, flag: bool) -> bool:
         """Whether `flag` holds on every rank (so all ranks stop together)."""
         if not self.distributed:
@@ -196,6 +204,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank `rank`'s own random stream. Rank 0 keeps `seed`, so a run in one process
+    draws what it always did; the others get streams of their own, so that their dropout masks,
+    gradient-penalty mixes and StarGAN target orders are not copies of rank 0's."""
+    return seed + 1_000_003 * rank
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -204,7 +219,8 @@ def rng_state() -> dict:
 
 
 def load_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    # .cpu(): a checkpoint loaded with map_location=cuda brings these byte tensors to the GPU
+    torch.set_rng_state(state["torch"].cpu())
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
