@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from translate.config import RuntimeConfig
 from translate.errors import UserError
 from translate.nets.matmul_conv import use_matmul_for_small_maps
+from translate.nets.thin_conv import split_thin_convs
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -37,6 +38,7 @@ class Runtime:
     channels_last: bool = False
     compile: bool = False
     small_map_matmul: bool = False
+    split_thin_convs: bool = False
 
     @classmethod
     def setup(cls, cfg: RuntimeConfig) -> Runtime:
@@ -63,7 +65,8 @@ class Runtime:
         return cls(device=device, precision=cfg.precision, rank=rank, world_size=world_size,
                    channels_last=cfg.channels_last, compile=cfg.compile,
                    # measured on CPUs only; on GPUs cuDNN chooses its own algorithm per shape
-                   small_map_matmul=cfg.small_map_matmul and device.type == "cpu")
+                   small_map_matmul=cfg.small_map_matmul and device.type == "cpu",
+                   split_thin_convs=cfg.split_thin_convs and device.type == "cpu")
 
     @property
     def is_main(self) -> bool:
@@ -93,6 +96,8 @@ class Runtime:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def wrap(self, net: nn.Module) -> nn.Module:
+        if self.split_thin_convs:  # first: the layers it takes are not the small-map ones
+            split_thin_convs(net)
         if self.small_map_matmul:
             use_matmul_for_small_maps(net)
         net = net.to(self.device, memory_format=self.memory_format)
