@@ -6,6 +6,8 @@ import difflib
 import functools
 from collections.abc import Callable
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from translate.errors import UserError
@@ -22,6 +24,24 @@ def _unknown(kind: str, name: str, known: tuple[str, ...]) -> UserError:
     return UserError(f"unknown {kind} {name!r}; {hint}choose one of {', '.join(known)}")
 
 
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """nn.InstanceNorm2d, on the CPU computed as a group norm of one channel per group when it
+    has neither affine parameters nor running statistics (the official CycleGAN/pix2pix setting).
+
+    The same normalisation, per image and channel. F.instance_norm normalises the batch as one
+    image of N * C channels and returns a view of that result, so the in-place ReLU that follows
+    every norm in these networks makes autograd copy the whole gradient back through the view
+    (CopySlices) on the way back; and oneDNN has a faster group norm. Norm and ReLU, forward and
+    backward, were 1.5-2.3x faster on this CPU in fp32 and bf16. GPUs keep instance norm, which
+    autocast runs in the low precision there (group norm it runs in float32).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dim() == 4 and not (self.affine or self.track_running_stats):
+            return F.group_norm(x, x.size(1), eps=self.eps)
+        return super().forward(x)
+
+
 def norm_layer(name: str) -> NormFactory:
     """A constructor `channels -> module` for the named normalisation.
 
@@ -32,7 +52,7 @@ def norm_layer(name: str) -> NormFactory:
     if name == "batch":
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if name == "instance":
-        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+        return functools.partial(InstanceNorm2d, affine=False, track_running_stats=False)
     if name == "none":
         return lambda channels: nn.Identity()
     raise _unknown("norm", name, NORMS)
