@@ -7,6 +7,7 @@ Scripts run as `python benchmarks/NAME.py`, which puts this folder on sys.path: 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,20 @@ def report(table: pd.DataFrame, title: str, csv_path: Path | None = None, digits
     if csv_path is not None:
         written = write_table(table, csv_path, digits)
         print("written to " + " and ".join(str(p) for p in written))
+
+
+def combine_repeats(runs: list[dict], timings: tuple[str, ...], peaks: tuple[str, ...] = ()) -> dict:
+    """One result from the same measurement repeated in separate processes: the median of each
+    timing, with its spread as KEY_min and KEY_max, the largest of each peak, the rest as in the
+    first run, and `runs`. On this machine a process runs fast or 5-10% slower for its whole life
+    (seen in our runs and the official code's alike), so one process is one sample."""
+    combined = {**runs[0], "runs": len(runs)}
+    for key in timings:
+        values = [r[key] for r in runs]
+        combined.update({key: statistics.median(values), f"{key}_min": min(values), f"{key}_max": max(values)})
+    for key in peaks:
+        combined[key] = max(r[key] for r in runs)
+    return combined
 
 
 def run(main: Callable[[], int]) -> None:

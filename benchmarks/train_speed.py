@@ -3,7 +3,7 @@ peak memory and the share of the machine's convolution rate, for the configurati
 
     python benchmarks/train_speed.py [--configs cyclegan256,cyclegan128,pix2pix256,stargan16,stargan4]
                                      [--precision fp32,bf16] [--channels-last] [--compile] [--threads 0]
-                                     [--iters 10] [--warmup 3] [--profile] [--set KEY=VALUE]
+                                     [--iters 10] [--warmup 3] [--repeat 1] [--profile] [--set KEY=VALUE]
                                      [--official official_speed.json] [--output DIR]
 
 Each configuration trains with the toolkit's own Trainer (translate/train/loop.py) on JPEG files
@@ -18,7 +18,10 @@ other jobs on a shared machine disturb less than the wall clock; "data s/batch" 
 read, decode and augment one batch in one process (the loader's workers do it beside the steps).
 
 Every (configuration, mode) runs in a process of its own, so its peak RSS (getrusage, the main
-process; data workers are separate processes) is its own. The floating-point work per iteration is
+process; data workers are separate processes) is its own. --repeat N runs each in N processes and
+reports the median of their s/iter (min and max beside it) and the largest peak: on the machine
+of PERFORMANCE.md a process runs fast or 5-10% slower for its whole life, so one process is one
+sample. The floating-point work per iteration is
 counted with torch's FlopCounterMode over the first warm-up steps (forward and backward, all
 operators it knows: convolutions, matmuls); GFLOP/s divides it by the time per iteration, and the
 "of conv peak" column divides that by the rate this script measures for a 3x3 convolution at the
@@ -50,7 +53,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from common import report, run
+from common import combine_repeats, report, run
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -277,6 +280,8 @@ def parse_args() -> argparse.Namespace:
                         help="a recipe override for every run, e.g. runtime.small_map_matmul=false (repeatable)")
     parser.add_argument("--iters", type=int, default=10, help="timed steps (rounded up to whole StarGAN cycles)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (rounded up to whole cycles)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="processes per configuration and mode: s/iter is their median, min and max beside it")
     parser.add_argument("--profile", action="store_true", help="print the top operators of one iteration per run")
     parser.add_argument("--official", type=Path,
                         help="JSON list of the official code's figures measured on this machine "
@@ -327,11 +332,15 @@ def main() -> int:
         for precision in precisions:
             for channels_last in flags(args.channels_last):
                 for compile_ in flags(args.compile):
-                    result = spawn(name, precision, channels_last, compile_, args)
-                    if result:
-                        if "profile" in result:
-                            print(result.pop("profile"))
-                        results.append(result)
+                    repeats = []
+                    for _ in range(max(args.repeat, 1)):
+                        result = spawn(name, precision, channels_last, compile_, args)
+                        if result:
+                            if "profile" in result:
+                                print(result.pop("profile"))
+                            repeats.append(result)
+                    if repeats:
+                        results.append(combine_repeats(repeats, ("s_iter", "cpu_s_iter", "load"), ("peak_rss_gb",)))
     if not results:
         return 1
     counted = {r["config"]: r["gflop_iter"] for r in results if r["gflop_iter"] is not None}
@@ -352,7 +361,8 @@ def main() -> int:
         rows.append({
             "config": setup.title, "precision": r["precision"],
             "memory format": "channels_last" if r["channels_last"] else "contiguous",
-            "compile": r["compile"], "threads": r["threads"], "s/iter": r["s_iter"], "CPU s/iter": r["cpu_s_iter"],
+            "compile": r["compile"], "threads": r["threads"], "runs": r["runs"], "s/iter": r["s_iter"],
+            "s/iter min": r["s_iter_min"], "s/iter max": r["s_iter_max"], "CPU s/iter": r["cpu_s_iter"],
             "images/s": setup.batch / r["s_iter"],
             "data s/batch": r["data_s"], "peak RSS GB": r["peak_rss_gb"],
             "GFLOP/iter": counted[r["config"]], "GFLOP/s": gflops,
