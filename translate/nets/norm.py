@@ -34,8 +34,9 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     (CopySlices) on the way back; and oneDNN has a faster group norm. Norm and ReLU, forward and
     backward, were 1.5-2.3x faster on this CPU in fp32 and bf16. GPUs keep instance norm, which
     autocast runs in the low precision there (group norm it runs in float32). So do processes of
-    a torchrun job: there, 2 CPU processes stopped matching one process after their second step
-    with this path (tests/test_training.py), for a reason not yet found.
+    a torchrun job: with this path, 2 CPU processes of batch 1 drifted from one process of batch
+    2 after their second step (rounding moved other near-zero gradients across zero, which
+    Adam's first step turns into +-lr; benchmarks/PERFORMANCE.md), and they should reproduce it.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

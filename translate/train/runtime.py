@@ -66,8 +66,9 @@ class Runtime:
                    channels_last=cfg.channels_last, compile=cfg.compile,
                    # measured on CPUs only; on GPUs cuDNN chooses its own algorithm per shape
                    small_map_matmul=cfg.small_map_matmul and device.type == "cpu",
-                   # and in one process: under DDP, 2 CPU processes stopped matching one process
-                   # after their second step with it (tests/test_training.py), cause not yet found
+                   # and in one process: its 21-channel row convolution rounds differently at
+                   # batch 1 than at batch 2, so 2 ranks drifted from one process after their
+                   # second step (tests/test_training.py; benchmarks/PERFORMANCE.md)
                    split_thin_convs=cfg.split_thin_convs and device.type == "cpu" and world_size == 1)
 
     @property
