@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
+import torch
 
 from translate import config
 
@@ -32,6 +33,23 @@ def tiny_overrides(tmp_path: Path, **extra) -> list[str]:
 def tiny_config(tmp_path: Path, **extra) -> config.RunConfig:
     cfg, _ = config.load("cyclegan_synthetic", tiny_overrides(tmp_path, **extra))
     return cfg
+
+
+def assert_layer_matches(reference: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor) -> None:
+    """`layer` computes what `reference` does (float64 input x): outputs, the parameters' gradients
+    of a penalty on the input gradient (first and second derivatives, as the gradient penalty
+    takes them), and torch's numerical gradcheck and gradgradcheck of `layer`."""
+    x = x.detach().requires_grad_()
+    expected, got = reference(x), layer(x)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    for net, out in ((reference, expected), (layer, got)):
+        (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        grad_x.square().sum().backward()
+    for a, b in zip(reference.parameters(), layer.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(layer, (x[:1].detach().requires_grad_(),))
+    assert torch.autograd.gradgradcheck(layer, (x[:1].detach().requires_grad_(),))
 
 
 class RecordingContext:

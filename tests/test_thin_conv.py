@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from conftest import assert_layer_matches
 from torch import nn
 
 from translate.config import RuntimeConfig
@@ -33,17 +34,7 @@ def pair(**kwargs) -> tuple[nn.Conv2d, nn.Conv2d]:
 def test_row_split_matches_the_convolution_with_first_and_second_derivatives(kwargs, size):
     conv, split = pair(**kwargs)
     h, w = (size, size) if isinstance(size, int) else size
-    x = torch.randn(2, kwargs["in_channels"], h, w, dtype=torch.double, requires_grad=True)
-    expected, got = conv(x), split(x)
-    assert got.shape == expected.shape and got.dtype == torch.double
-    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
-    for net, out in ((conv, expected), (split, got)):
-        (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
-        grad_x.square().sum().backward()
-        net.grads = [p.grad.clone() for p in net.parameters()]
-    for a, b in zip(conv.grads, split.grads, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(split, (x[:1].detach().requires_grad_(),))
+    assert_layer_matches(conv, split, torch.randn(2, kwargs["in_channels"], h, w, dtype=torch.double))
 
 
 def test_row_split_under_bf16_autocast_gives_bf16_within_its_rounding():
