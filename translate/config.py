@@ -134,9 +134,9 @@ class RuntimeConfig:
     # layers) and transposed ones from at most 64 (the U-Net's inner decoder) computed as one
     # matrix product: 1.5-1.9x faster D steps, 12% faster pix2pix bf16 (translate/nets/matmul_conv.py)
     small_map_matmul: bool = True
-    # On the CPU, convolutions to at most 4 channels with tall kernels (the ResNet generators'
-    # 7x7 output layer) computed as 1 x k row convolutions and shifted sums: 2-2.6x faster
-    # layers (translate/nets/thin_conv.py)
+    # On the CPU in one process, convolutions to at most 4 channels with tall kernels (the ResNet
+    # generators' 7x7 output layer) computed as 1 x k row convolutions and shifted sums: 2-2.6x
+    # faster layers (translate/nets/thin_conv.py; torchrun jobs keep the plain layer: runtime.py)
     split_thin_convs: bool = True
     # glibc malloc keeps freed memory instead of unmapping every block above 32 MB (page faults
     # on every large tensor of every step; translate/train/runtime.py keep_freed_memory)

@@ -87,7 +87,7 @@ class _KeptWeightCast:
         return state
 
 
-def _like_input(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def like_input(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """y in x's memory format (channels_last in, channels_last out, as torch's layers do)."""
     channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -114,7 +114,7 @@ class MatmulConv2d(_KeptWeightCast, nn.Conv2d):
         # F.linear, not `@` then `+ bias`: under autocast it casts the bias too (a float32 bias
         # would promote the sum, and every layer after it, back to float32)
         y = F.linear(rows, self._weight_matrix(), self.bias)
-        return _like_input(y.reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2), x)
+        return like_input(y.reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2), x)
 
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.reshape(self.out_channels, -1)  # C_out x (C_in * kernel area)
@@ -146,7 +146,7 @@ class MatmulConvTranspose2d(_KeptWeightCast, nn.ConvTranspose2d):
                    self.dilation, self.padding, self.stride)
         if self.bias is not None:  # in y's dtype, as autocast casts a transposed conv's bias
             y = y + self.bias.to(y.dtype).reshape(1, -1, 1, 1)
-        return _like_input(y, x)
+        return like_input(y, x)
 
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.reshape(self.in_channels, -1)  # C_in x (C_out * kernel area)

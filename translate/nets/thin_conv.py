@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from translate.nets.matmul_conv import like_input
+
 MAX_OUT_CHANNELS = 4
 MIN_KERNEL_ROWS = 5
 
@@ -46,10 +48,7 @@ class RowSplitConv2d(nn.Conv2d):
         y = shifted.sum(0, dtype=total)
         if self.bias is not None:
             y = y + self.bias.to(total).reshape(1, -1, 1, 1)
-        y = y.to(parts.dtype)
-        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
+        return like_input(y.to(parts.dtype), x)
 
 
 def is_thin(conv: nn.Conv2d) -> bool:
