@@ -13,6 +13,7 @@ from torch import nn
 from translate.config import RuntimeConfig
 from translate.nets import ResnetGenerator, StarGANGenerator
 from translate.nets.matmul_conv import MatmulConv2d
+from translate.nets.norm import GroupInstanceNorm2d
 from translate.nets.thin_conv import RowSplitConv2d, is_thin, split_thin_convs
 from translate.train.runtime import Runtime
 
@@ -69,9 +70,13 @@ def test_only_thin_tall_kernel_layers_are_split():
 
 def test_runtime_splits_on_the_cpu_before_the_small_map_switch():
     for enabled in (True, False):
-        runtime = Runtime.setup(RuntimeConfig(device="cpu", split_thin_convs=enabled, keep_freed_memory=False))
+        runtime = Runtime.setup(RuntimeConfig(device="cpu", split_thin_convs=enabled, group_instance_norm=enabled,
+                                              keep_freed_memory=False))
         net = runtime.wrap(ResnetGenerator(3, 3, 8, n_blocks=1))
         kinds = [type(m) for m in net.modules() if isinstance(m, nn.Conv2d)]
         assert kinds[-1] is (RowSplitConv2d if enabled else MatmulConv2d)
         assert all(k is MatmulConv2d for k in kinds[:-1])
-    assert not Runtime(torch.device("cpu")).split_thin_convs  # GPUs: cuDNN's own choice
+        norms = {type(m) for m in net.modules() if isinstance(m, nn.InstanceNorm2d)}
+        assert norms == ({GroupInstanceNorm2d} if enabled else {nn.InstanceNorm2d})
+    plain = Runtime(torch.device("cpu"))  # GPUs and torchrun ranks: the plain layers
+    assert not plain.split_thin_convs and not plain.group_instance_norm

@@ -24,26 +24,33 @@ def _unknown(kind: str, name: str, known: tuple[str, ...]) -> UserError:
     return UserError(f"unknown {kind} {name!r}; {hint}choose one of {', '.join(known)}")
 
 
-class InstanceNorm2d(nn.InstanceNorm2d):
-    """nn.InstanceNorm2d, on the CPU computed as a group norm of one channel per group when it
-    has neither affine parameters nor running statistics (the official CycleGAN/pix2pix setting).
+class GroupInstanceNorm2d(nn.InstanceNorm2d):
+    """Instance norm without affine parameters or running statistics (the official
+    CycleGAN/pix2pix setting) computed as a group norm of one channel per group.
 
     The same normalisation, per image and channel. F.instance_norm normalises the batch as one
     image of N * C channels and returns a view of that result, so the in-place ReLU that follows
     every norm in these networks makes autograd copy the whole gradient back through the view
-    (CopySlices) on the way back; and oneDNN has a faster group norm. Norm and ReLU, forward and
-    backward, were 1.5-2.3x faster on this CPU in fp32 and bf16. GPUs keep instance norm, which
-    autocast runs in the low precision there (group norm it runs in float32). So do processes of
-    a torchrun job: with this path, 2 CPU processes of batch 1 drifted from one process of batch
-    2 after their second step (rounding moved other near-zero gradients across zero, which
-    Adam's first step turns into +-lr; benchmarks/PERFORMANCE.md), and they should reproduce it.
+    (CopySlices) on the way back; and the CPU has a faster group norm. Norm and ReLU, forward and
+    backward, were 1.5-2.3x faster on this CPU in fp32 and bf16. The runtime switches to it on
+    CPUs in one process (`use_group_norm`): GPUs keep instance norm, which autocast runs in the
+    low precision there (group norm it runs in float32), and so do torchrun jobs
+    (translate/train/runtime.py).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.dim() == 4 and not (self.affine or self.track_running_stats)
-                and not torch.distributed.is_initialized()):
+        if x.dim() == 4 and not (self.affine or self.track_running_stats):
             return F.group_norm(x, x.size(1), eps=self.eps)
         return super().forward(x)
+
+
+def use_group_norm(net: nn.Module) -> nn.Module:
+    """Switch net's parameter-free nn.InstanceNorm2d layers to GroupInstanceNorm2d in place
+    (no parameters or buffers either way; StarGAN's affine, tracking ones stay)."""
+    for module in net.modules():
+        if type(module) is nn.InstanceNorm2d and not (module.affine or module.track_running_stats):
+            module.__class__ = GroupInstanceNorm2d
+    return net
 
 
 def norm_layer(name: str) -> NormFactory:
@@ -56,7 +63,7 @@ def norm_layer(name: str) -> NormFactory:
     if name == "batch":
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if name == "instance":
-        return functools.partial(InstanceNorm2d, affine=False, track_running_stats=False)
+        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
     if name == "none":
         return lambda channels: nn.Identity()
     raise _unknown("norm", name, NORMS)

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from translate.config import RuntimeConfig
 from translate.errors import UserError
 from translate.nets.matmul_conv import use_matmul_for_small_maps
+from translate.nets.norm import use_group_norm
 from translate.nets.thin_conv import split_thin_convs
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -39,6 +40,7 @@ class Runtime:
     compile: bool = False
     small_map_matmul: bool = False
     split_thin_convs: bool = False
+    group_instance_norm: bool = False
 
     @classmethod
     def setup(cls, cfg: RuntimeConfig) -> Runtime:
@@ -66,10 +68,12 @@ class Runtime:
                    channels_last=cfg.channels_last, compile=cfg.compile,
                    # measured on CPUs only; on GPUs cuDNN chooses its own algorithm per shape
                    small_map_matmul=cfg.small_map_matmul and device.type == "cpu",
-                   # and in one process: its 21-channel row convolution rounds differently at
-                   # batch 1 than at batch 2, so 2 ranks drifted from one process after their
-                   # second step (tests/test_training.py; benchmarks/PERFORMANCE.md)
-                   split_thin_convs=cfg.split_thin_convs and device.type == "cpu" and world_size == 1)
+                   # these two in one process only: with either, 2 ranks of batch 1 drifted from
+                   # one process of batch 2 after their second step (other rounding, which Adam's
+                   # first step turns into +-lr on near-zero gradients: tests/test_training.py,
+                   # benchmarks/PERFORMANCE.md), and N ranks should reproduce one process
+                   split_thin_convs=cfg.split_thin_convs and device.type == "cpu" and world_size == 1,
+                   group_instance_norm=cfg.group_instance_norm and device.type == "cpu" and world_size == 1)
 
     @property
     def is_main(self) -> bool:
@@ -101,6 +105,8 @@ class Runtime:
     def wrap(self, net: nn.Module) -> nn.Module:
         if self.split_thin_convs:  # first: the layers it takes are not the small-map ones
             split_thin_convs(net)
+        if self.group_instance_norm:
+            use_group_norm(net)
         if self.small_map_matmul:
             use_matmul_for_small_maps(net)
         net = net.to(self.device, memory_format=self.memory_format)
