@@ -11,6 +11,7 @@ from torch import nn
 
 from translate.errors import UserError
 from translate.nets.norm import conv_bias, norm_layer
+from translate.nets.padding import ReflectionPad2d
 
 PADDINGS = ("reflect", "replicate", "zero")
 
@@ -18,7 +19,7 @@ PADDINGS = ("reflect", "replicate", "zero")
 def padded_conv3x3(dim: int, padding_type: str, bias: bool) -> list[nn.Module]:
     """A size-keeping 3x3 conv: an explicit pad layer before it, or zero padding inside it."""
     if padding_type == "reflect":
-        return [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, padding=0, bias=bias)]
+        return [ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, padding=0, bias=bias)]
     if padding_type == "replicate":
         return [nn.ReplicationPad2d(1), nn.Conv2d(dim, dim, 3, padding=0, bias=bias)]
     if padding_type == "zero":
@@ -51,7 +52,7 @@ class ResnetGenerator(nn.Module):
         make_norm = norm_layer(norm)
         bias = conv_bias(norm)
 
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, padding=0, bias=bias),
+        layers = [ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, padding=0, bias=bias),
                   make_norm(ngf), nn.ReLU(True)]
         for mult in (1, 2):  # two stride-2 downsamplings, doubling the width each time
             layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
@@ -61,7 +62,7 @@ class ResnetGenerator(nn.Module):
             layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1,
                                           output_padding=1, bias=bias),
                        make_norm(ngf * mult // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]
+        layers += [ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7, padding=0), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
