@@ -455,3 +455,20 @@ def test_group_instance_norm_is_the_official_normalisation_without_a_view():
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-10)
     per_channel = got.detach().flatten(2)
     torch.testing.assert_close(per_channel.mean(-1), torch.zeros(3, 5, dtype=torch.double), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_group_instance_norm_on_channels_last_maps_keeps_the_format_and_the_values(batch):
+    """One channels-last image goes through batch norm's kernel, larger batches through a
+    contiguous group norm: the same values and gradients as instance norm, in channels-last."""
+    torch.manual_seed(0)
+    x = (torch.randn(batch, 5, 7, 6, dtype=torch.double) * 4 + 2).to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    norm = use_group_norm(norm_layer("instance")(5))
+    got, expected = norm(x), F.instance_norm(x.contiguous(), eps=1e-5)
+    assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    weights = torch.randn_like(expected)
+    (g1,) = torch.autograd.grad(torch.relu(got).mul(weights).sum(), x)
+    (g2,) = torch.autograd.grad(torch.relu(expected).mul(weights).sum(), x)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-10)
