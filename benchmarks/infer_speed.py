@@ -39,6 +39,7 @@ MODES = [  # (name, batch_size, precision, channels_last, workers)
     ("batch 1, bf16, 2 workers", 1, "bf16", False, 2),
     ("batch 8, bf16, 2 workers", 8, "bf16", False, 2),
     ("batch 8, bf16, channels_last, 2 workers", 8, "bf16", True, 2),
+    ("batch 1, bf16, channels_last, 2 workers", 1, "bf16", True, 2),
 ]
 
 
