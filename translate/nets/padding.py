@@ -11,7 +11,7 @@ convolutions and before the 7x7 input and output layers. On a CPU that cost twic
 
 ReflectionPad2d pads with autocast off (the same numbers, in the input's dtype), and its
 backward adds the reflected border strips back onto the rows and columns they copy with a few
-slice operations: 2.5-6x faster than torch's. Where an input element receives more than one
+slice operations: 1.3-6x faster than torch's. Where an input element receives more than one
 gradient (its own, and its reflections near the borders) the sum is taken in float32 and rounded
 once, as the float32 pad did: a ResNet generator under bf16 autocast has the same outputs and
 gradients as with torch's pad, bit for bit (tests/test_padding.py), and in float32 they agree to
