@@ -65,12 +65,7 @@ def joint_target_label(labels: DomainLabels, target: list[str]) -> torch.Tensor:
     """A joint model's label: the part of the dataset whose labels `target` names, plus its mask."""
     for k, part in enumerate(labels.parts):
         if target and all(t in part.names for t in target):
-            known = target_label(list(part.names), target)
-            start = sum(len(p.names) for p in labels.parts[:k])
-            label = torch.zeros(len(labels.names))
-            label[start:start + len(known)] = known
-            label[len(labels.class_names) + k] = 1
-            return label
+            return labels.widen(target_label(list(part.names), target)[None], k)[0]
     sets = "; ".join(", ".join(p.names) for p in labels.parts)
     raise UserError(f"target= must name labels of one dataset of this joint model, got [{', '.join(target)}]; "
                     f"the datasets' labels: {sets}")
@@ -117,11 +112,9 @@ def row_targets(labels: DomainLabels, own: torch.Tensor | None) -> list[torch.Te
     images' own labels `own` (B x attributes). A joint model's row runs over every dataset's
     targets, the other parts zero and the mask set, as the official `test_multi`."""
     parts = labels.parts or (labels,)
-    width = len(labels.names)
     batch = own.size(0) if own is not None else 1
     columns = []
     for k, part in enumerate(parts):
-        start = sum(len(p.names) for p in parts[:k])
         if part.multi_label:
             if own is None:
                 raise UserError(f"target=all needs each input's own attributes ({', '.join(part.names)}), as the "
@@ -129,12 +122,7 @@ def row_targets(labels: DomainLabels, own: torch.Tensor | None) -> list[torch.Te
             part_targets = target_labels(own, part.names)
         else:
             part_targets = [torch.eye(len(part.names))[i].expand(batch, -1) for i in range(len(part.names))]
-        for target in part_targets:
-            label = torch.zeros(target.size(0), width)
-            label[:, start:start + len(part.names)] = target
-            if labels.parts:
-                label[:, len(labels.class_names) + k] = 1
-            columns.append(label)
+        columns += [labels.widen(target, k) if labels.parts else target.clone() for target in part_targets]
     return columns
 
 

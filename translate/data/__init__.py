@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch.utils.data import Dataset
 
 from translate.config import DataConfig
@@ -59,6 +60,18 @@ class DomainLabels:
     def class_names(self) -> list[str]:
         """What D's classification head outputs: every part's names, without the mask."""
         return [n for p in self.parts for n in p.names] if self.parts else list(self.names)
+
+    def part_slice(self, k: int) -> slice:
+        """Where dataset k's own labels sit in a joint label."""
+        start = sum(len(p.names) for p in self.parts[:k])
+        return slice(start, start + len(self.parts[k].names))
+
+    def widen(self, label: torch.Tensor, k: int) -> torch.Tensor:
+        """Dataset k's own labels (B x its names) as joint labels: the other parts zero, mask on k."""
+        full = label.new_zeros(label.size(0), len(self.names))
+        full[:, self.part_slice(k)] = label
+        full[:, len(self.class_names) + k] = 1
+        return full
 
 
 def domain_labels(cfg: DataConfig) -> DomainLabels:

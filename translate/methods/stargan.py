@@ -59,16 +59,11 @@ class StarGAN(Method):
         return classification_loss(logits, labels, self.labels.multi_label)
 
     def part_slice(self, k: int) -> slice:
-        """Where dataset k's labels sit in D's classification outputs (and in the joint label)."""
-        start = sum(len(p.names) for p in self.labels.parts[:k])
-        return slice(start, start + len(self.labels.parts[k].names))
+        return self.labels.part_slice(k)
 
     def joint_label(self, label: Tensor, k: int) -> Tensor:
         """Dataset k's own label widened to [c_0, c_1, ..., mask]: the other parts zero, mask on k."""
-        full = label.new_zeros(label.size(0), len(self.labels.names))
-        full[:, self.part_slice(k)] = label
-        full[:, len(self.labels.class_names) + k] = 1
-        return full
+        return self.labels.widen(label, k)
 
     def training_step(self, batch: dict, ctx: StepContext) -> dict[str, Tensor]:
         if not self.labels.parts:
