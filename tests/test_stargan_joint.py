@@ -5,6 +5,7 @@ gradient, the recipes, and that joint training on faces + expressions learns bot
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -272,3 +273,55 @@ def test_joint_training_learns_attributes_and_expressions(tmp_path, seed):
     assert min(shows) >= 0.6 and sum(shows) / 5 >= 0.7
     assert min(kept) >= 0.85
     assert trained["expression shows"] >= 0.4 and untrained["expression shows"] <= 0.35  # chance: 0.25
+
+
+def test_translate_eval_scores_a_joint_model_on_one_dataset_with_its_mask(tmp_path):
+    """eval.dataset picks one dataset of a joint model: its split and labels, and G's targets are
+    that dataset's (one-hot domains in turn, or the official attribute flips) widened with its mask,
+    as the official test_multi; without it, one line saying what to set."""
+    from click.testing import CliRunner
+
+    from translate.cli import evaluate as evaluate_cli
+    from translate.eval.attributes import target_labels
+    from translate.eval.evaluate import Evaluator
+    from translate.train.runtime import Runtime
+    cfg = tiny_config(tmp_path, "train.iterations=2", "train.iterations_decay=0", "train.save_every=2")
+    run = train(cfg, "joint")
+    generator = method_from_checkpoint(latest_checkpoint(run / "checkpoints")[0]).generator()
+    width = len(FACE_ATTRIBUTES) + len(EXPRESSIONS) + 2
+
+    class Recording(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.G, self.labels = generator, []
+
+        def forward(self, x, c):
+            self.labels.append(c.clone())
+            return self.G(x, c)
+
+    for dataset, names in (("expressions", EXPRESSIONS), ("1", FACE_ATTRIBUTES)):
+        eval_cfg = dataclasses.replace(cfg, eval=dataclasses.replace(
+            cfg.eval, dataset=dataset, metrics=["fid"], features="tiny", max_images=6, batch_size=3))
+        evaluator = Evaluator(eval_cfg, Runtime.setup(eval_cfg.runtime), progress=False)
+        recording = Recording()
+        results, count = evaluator.run(recording)
+        assert count == 6 and math.isfinite(results["fid"])
+        assert len(recording.labels) == 2 * len(names)  # two batches, one target per label
+        own = torch.stack([evaluator.dataset[i]["label"] for i in range(3)]).float()
+        for i, c in enumerate(recording.labels[:len(names)]):  # the first batch's targets
+            assert c.shape == (3, width)
+            if dataset == "expressions":
+                assert torch.equal(c[:, :5], torch.zeros(3, 5)) and torch.equal(c[:, 5:9], F.one_hot(
+                    torch.full((3,), i), 4).float()) and torch.equal(c[:, 9:], torch.tensor([[0.0, 1]] * 3))
+            else:
+                assert torch.equal(c[:, :5], target_labels(own, names)[i]) and torch.equal(c[:, 5:9], torch.zeros(3, 4))
+                assert torch.equal(c[:, 9:], torch.tensor([[1.0, 0]] * 3))
+
+    result = CliRunner().invoke(evaluate_cli, [f"run={run}", "metrics=fid", "features=tiny", "dataset=expressions",
+                                               "max_images=6"])
+    assert result.exit_code == 0, result.output
+    assert (run / "eval" / "step_00000002" / "metrics.csv").exists()
+    for bad, says in (([], "set eval.dataset to the dataset to score"), (["dataset=celeba"], "is not one of its datasets")):
+        result = CliRunner().invoke(evaluate_cli, [f"run={run}", "metrics=fid", "features=tiny", *bad])
+        assert result.exit_code == 2 and says in result.output and "faces, expressions, 1, 2" in result.output
+        assert "Traceback" not in result.output

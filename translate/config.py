@@ -161,6 +161,9 @@ class EvalConfig:
     # Registered names (translate/eval/metrics.py): fid, kid, paired, labels, fcn, attributes
     metrics: list[str] = field(default_factory=lambda: ["fid"])
     direction: str = "AtoB"  # CycleGAN: AtoB scores G_A (A -> B), BtoA scores G_B
+    # StarGAN joint models (data.format=joint): the dataset of data.joint to score, by format name
+    # (e.g. celeba) or position (1, 2, ...); G gets its targets with that dataset's mask
+    dataset: str = ""
     # training: keep checkpoints/best.pt by this metric column (e.g. fid, L1, SSIM; "": none);
     # whether lower or higher is better is known per column
     best: str = ""

@@ -32,7 +32,7 @@ from translate.data.images import list_images, load_image
 from translate.data.sampler import _Loader as Loader  # keeps a worker's UserError one line
 from translate.data.transforms import sample_params, transform_image
 from translate.errors import UserError
-from translate.eval.attributes import target_labels
+from translate.eval.attributes import domain_targets
 from translate.methods import method_from_checkpoint
 from translate.nets import StarGANGenerator
 from translate.nets.official import infer_generator
@@ -115,14 +115,12 @@ def row_targets(labels: DomainLabels, own: torch.Tensor | None) -> list[torch.Te
     batch = own.size(0) if own is not None else 1
     columns = []
     for k, part in enumerate(parts):
-        if part.multi_label:
-            if own is None:
-                raise UserError(f"target=all needs each input's own attributes ({', '.join(part.names)}), as the "
-                                f"official test flips them: give labels=list_attr_celeba.txt listing the inputs")
-            part_targets = target_labels(own, part.names)
-        else:
-            part_targets = [torch.eye(len(part.names))[i].expand(batch, -1) for i in range(len(part.names))]
-        columns += [labels.widen(target, k) if labels.parts else target.clone() for target in part_targets]
+        if part.multi_label and own is None:
+            raise UserError(f"target=all needs each input's own attributes ({', '.join(part.names)}), as the "
+                            f"official test flips them: give labels=list_attr_celeba.txt listing the inputs")
+        part_own = own if part.multi_label else torch.zeros(batch, len(part.names))
+        part_targets = domain_targets(part_own, part.names, part.multi_label)
+        columns += [labels.widen(target, k) if labels.parts else target for target in part_targets]
     return columns
 
 

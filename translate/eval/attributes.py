@@ -101,6 +101,15 @@ def target_labels(labels: Tensor, attribute_names: Sequence[str],
     return targets
 
 
+def domain_targets(labels: Tensor, names: Sequence[str], multi_label: bool) -> list[Tensor]:
+    """The official test's target batches for images with labels `labels` (B x names): for
+    attributes (CelebA) create_labels' flips; for one-hot domains (RaFD, folders) each domain in turn."""
+    if multi_label:
+        return target_labels(labels, names)
+    eye = torch.eye(len(names), dtype=labels.dtype, device=labels.device)
+    return [eye[i].expand(labels.size(0), -1).clone() for i in range(len(names))]
+
+
 @torch.no_grad()
 def attribute_accuracy(classifier: nn.Module, generator: nn.Module, dataset: Dataset,
                        attribute_names: Sequence[str], hair_group: Sequence[str] | None = HAIR_COLOURS,

@@ -9,7 +9,9 @@ Which images: for two domains, the input side is A for `eval.direction=AtoB` (B 
 has one generator, its input side set by data.direction) and the real target-domain images FID
 compares with are the other side of each batch. For StarGAN every test image is translated to
 each attribute's target of the official test (attributes.target_labels) and FID compares all
-translations with all real test images.
+translations with all real test images. A joint StarGAN model (mask vectors) is scored on one of
+its datasets at a time (eval.dataset): that dataset's split and labels, G's targets widened to
+the joint label with that dataset's mask, as the official test_multi does.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +31,7 @@ from torch.utils.data import DataLoader, Subset
 from translate import config as config_mod
 from translate.config import RunConfig, RuntimeConfig
 from translate.data import build_dataset, domain_labels
+from translate.data.joint import part_configs
 from translate.errors import UserError
 from translate.eval.metrics import (
     MetricContext,
@@ -38,8 +43,27 @@ from translate.eval.metrics import (
 )
 from translate.eval.report import format_table, write_table
 from translate.methods import METHODS, method_from_checkpoint
-from translate.train.checkpoint import FORMAT, latest_checkpoint, load_checkpoint, write_atomically
+from translate.train.checkpoint import (
+    FORMAT,
+    latest_checkpoint,
+    load_checkpoint,
+    write_atomically,
+)
 from translate.train.runtime import Runtime, load_rng_state, rng_state, unwrap
+
+
+def joint_part(joint: list[str], dataset: str) -> int:
+    """The position in data.joint of the dataset `eval.dataset` names (a format or a position from 1)."""
+    choices = ", ".join([*dict.fromkeys(joint), *(str(k + 1) for k in range(len(joint)))])
+    if dataset.isdigit() and 1 <= int(dataset) <= len(joint):
+        return int(dataset) - 1
+    if joint.count(dataset) == 1:
+        return joint.index(dataset)
+    if dataset in joint:
+        raise UserError(f"data.joint holds {dataset} more than once; give its position, eval.dataset=N (1-{len(joint)})")
+    what = f"eval.dataset={dataset} is not one of its datasets" if dataset else "set eval.dataset to the dataset to score"
+    raise UserError(f"a joint StarGAN model (data.joint={','.join(joint)}) is scored on one dataset at a time: "
+                    f"{what}; choose one of {choices}")
 
 
 def _has_batch_statistics(net: nn.Module) -> bool:
@@ -60,23 +84,29 @@ class Evaluator:
             raise UserError("a pix2pix model has one generator (its input side is data.direction); "
                             "leave eval.direction at AtoB")
         self.source, self.target = ("B", "A") if e.direction == "BtoA" else ("A", "B")
-        self.label_names: list[str] = []
+        self.label_names: list[str] = []  # StarGAN: what each entry of a target label means
+        self.multi_label = True  # StarGAN: attributes (flipped one at a time) or one-hot domains
+        self.joint_label: Callable[[torch.Tensor], torch.Tensor] | None = None  # joint models: G's label
+        data = cfg.data
         if self.stargan:
             labels = domain_labels(cfg.data)
             if labels.parts:
-                raise UserError("translate-eval scores StarGAN models of one dataset; a joint model "
-                                "(data.format=joint) is not supported yet")
-            self.label_names = list(labels.names)
+                k = joint_part(cfg.data.joint, e.dataset)
+                data, labels, self.joint_label = part_configs(cfg.data)[k], labels.parts[k], partial(labels.widen, k=k)
+            self.label_names, self.multi_label = list(labels.names), labels.multi_label
+        if e.dataset and not self.joint_label:
+            raise UserError(f"eval.dataset={e.dataset} picks one dataset of a joint StarGAN model "
+                            f"(data.format=joint); this is a {cfg.method} model of data.format={cfg.data.format}: leave it empty")
         wants_pairs = any("target" in metric_class(n).requires for n in e.metrics)
         self.paired = METHODS[cfg.method].paired or wants_pairs
-        dataset = build_dataset(cfg.data, e.split, paired=self.paired, train=False)
+        dataset = build_dataset(data, e.split, paired=self.paired, train=False)
         if e.max_images:
             dataset = Subset(dataset, range(min(e.max_images, len(dataset))))
         if len(dataset) == 0:
             raise UserError(f"the {e.split} split is empty; choose another eval.split or check data.root")
         self.dataset = dataset
         check_metrics(e.metrics, self.stargan, self._fields(dataset[0]))
-        self.context = MetricContext(e, runtime.device, cfg.data.format, self.label_names)
+        self.context = MetricContext(e, runtime.device, data.format, self.label_names)
         build_metrics(e.metrics, self.context)  # builds the extractor and judges now: their errors too
 
     def _fields(self, sample: dict) -> set[str]:
@@ -120,14 +150,14 @@ class Evaluator:
         return results, len(self.dataset)
 
     def _stargan_batch(self, generator: nn.Module, batch: dict, metrics: list) -> None:
-        from translate.eval.attributes import target_labels
+        from translate.eval.attributes import domain_targets
         images, labels = batch["image"].to(self.runtime.device), batch["label"].float().to(self.runtime.device)
         for m in metrics:
             if m.needs_real:
                 m.update_real(images)
-        for i, c_trg in enumerate(target_labels(labels, self.label_names)):
+        for i, c_trg in enumerate(domain_targets(labels, self.label_names, self.multi_label)):
             with self.runtime.autocast():
-                fake = generator(images, c_trg).float()
+                fake = generator(images, self.joint_label(c_trg) if self.joint_label else c_trg).float()
             translated = Translated(source=images, fake=fake, target_label=c_trg, attribute=i)
             for m in metrics:
                 m.update(translated)
