@@ -128,8 +128,8 @@ class RuntimeConfig:
     threads: int = 0  # torch intra-op threads (0: torch's default)
     # Channels-last (NHWC) memory format for the networks and image batches: same maths, other
     # summation order. oneDNN convolves NHWC maps without reordering them to its blocked layout and
-    # back: CycleGAN at 256 px in bf16 trains 9% faster with it on a CPU (no faster at 128 px or in
-    # fp32, slower for pix2pix and StarGAN: benchmarks/PERFORMANCE.md); tensor cores' layout on GPUs.
+    # back: CycleGAN in bf16 trains 6-9% faster with it on a CPU (no faster in fp32, slower for
+    # pix2pix and StarGAN: benchmarks/PERFORMANCE.md); tensor cores' layout on GPUs.
     channels_last: bool = False
     compile: bool = False  # torch.compile each network (the first steps are slow while it compiles)
     # On the CPU, convolutions with at most 16 output positions per image (StarGAN D's last
