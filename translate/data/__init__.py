@@ -62,7 +62,7 @@ class DomainLabels:
         return [n for p in self.parts for n in p.names] if self.parts else list(self.names)
 
     def part_slice(self, k: int) -> slice:
-        """Where dataset k's own labels sit in a joint label."""
+        """Where dataset k's own labels sit in a joint label (and in D's classification outputs)."""
         start = sum(len(p.names) for p in self.parts[:k])
         return slice(start, start + len(self.parts[k].names))
 

@@ -8,8 +8,8 @@ checkpoint. What each metric needs is in metrics.py.
 Which images: for two domains, the input side is A for `eval.direction=AtoB` (B for BtoA; pix2pix
 has one generator, its input side set by data.direction) and the real target-domain images FID
 compares with are the other side of each batch. For StarGAN every test image is translated to
-each attribute's target of the official test (attributes.target_labels) and FID compares all
-translations with all real test images. A joint StarGAN model (mask vectors) is scored on one of
+each target of the official test (attributes.domain_targets: each attribute flipped, or each
+one-hot domain) and FID compares all translations with all real test images. A joint StarGAN model (mask vectors) is scored on one of
 its datasets at a time (eval.dataset): that dataset's split and labels, G's targets widened to
 the joint label with that dataset's mask, as the official test_multi does.
 """
