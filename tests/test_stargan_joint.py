@@ -52,8 +52,8 @@ def test_joint_label_is_both_label_sets_then_the_mask(tmp_path):
     _, out_cls = method.nets["D"](torch.zeros(2, 3, 32, 32))
     assert out_cls.shape == (2, 5 + 4)  # D's head: c_dim + c2_dim, no mask
     face = torch.tensor([[1.0, 0, 0, 1, 0]])
-    assert method.joint_label(face, 0).tolist() == [[1, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0]]
-    assert method.joint_label(torch.tensor([[0.0, 0, 1, 0]]), 1).tolist() == [[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1]]
+    assert method.labels.widen(face, 0).tolist() == [[1, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0]]
+    assert method.labels.widen(torch.tensor([[0.0, 0, 1, 0]]), 1).tolist() == [[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1]]
 
 
 def test_joint_dataset_gives_one_sample_of_each(tmp_path):
@@ -133,9 +133,9 @@ def test_joint_step_losses_by_hand(tmp_path):
         torch.rand(4, 1, 1, 1)  # the penalty's interpolation weights
         with torch.no_grad():
             cls_real = D(x)[1][:, columns]
-            fake = G(x, method.joint_label(c_trg, k))
+            fake = G(x, method.labels.widen(c_trg, k))
             cls_fake = D(fake)[1][:, columns]
-            rec = G(fake, method.joint_label(c, k))
+            rec = G(fake, method.labels.widen(c, k))
         if k == 0:
             d_cls = F.binary_cross_entropy_with_logits(cls_real, c, reduction="sum") / 4
             g_cls = F.binary_cross_entropy_with_logits(cls_fake, c_trg, reduction="sum") / 4
@@ -183,7 +183,7 @@ class PartGenerator(torch.nn.Module):
 
     def __init__(self, method, k: int):
         super().__init__()
-        self.G, self.widen, self.k = method.nets["G"], method.joint_label, k
+        self.G, self.widen, self.k = method.nets["G"], method.labels.widen, k
 
     def forward(self, x, c):
         return self.G(x, self.widen(c, self.k))

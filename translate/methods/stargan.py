@@ -58,13 +58,6 @@ class StarGAN(Method):
     def classification_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return classification_loss(logits, labels, self.labels.multi_label)
 
-    def part_slice(self, k: int) -> slice:
-        return self.labels.part_slice(k)
-
-    def joint_label(self, label: Tensor, k: int) -> Tensor:
-        """Dataset k's own label widened to [c_0, c_1, ..., mask]: the other parts zero, mask on k."""
-        return self.labels.widen(label, k)
-
     def training_step(self, batch: dict, ctx: StepContext) -> dict[str, Tensor]:
         if not self.labels.parts:
             losses, visuals = self._dataset_step(batch["image"], batch["label"], ctx)
@@ -94,8 +87,8 @@ class StarGAN(Method):
         if part is None:
             c_org, c_trg, cls_slice, multi_label = label_org, label_trg, slice(None), self.labels.multi_label
         else:
-            c_org, c_trg = self.joint_label(label_org, part), self.joint_label(label_trg, part)
-            cls_slice, multi_label = self.part_slice(part), self.labels.parts[part].multi_label
+            c_org, c_trg = self.labels.widen(label_org, part), self.labels.widen(label_trg, part)
+            cls_slice, multi_label = self.labels.part_slice(part), self.labels.parts[part].multi_label
 
         g_step = (ctx.step + 1) % s.n_critic == 0
         set_requires_grad([D], True)
