@@ -18,7 +18,9 @@ from translate.errors import UserError
 from translate.methods import build_method, method_from_checkpoint
 from translate.methods.cyclegan import CycleGAN
 from translate.train import checkpoint as ckpt
-from translate.train.loop import LinearDecay, TrainingDiverged, train
+from translate.data import build_dataset
+from translate.train.loop import LinearDecay, Trainer, TrainingDiverged, train
+from translate.train.runtime import Runtime
 
 LOSSES = ["G_A", "G_B", "cycle_A", "cycle_B", "idt_A", "idt_B", "D_A", "D_B"]
 
@@ -64,6 +66,18 @@ def test_run_folder_holds_config_events_checkpoints_samples(tmp_path):
     assert set(state["optimizers"]) == {"G", "D"} and set(state["schedulers"]) == {"G", "D"}
     assert state["extra"]["fake_A_pool"]["images"].shape == (32, 3, 32, 32)  # pool of 50: 16 steps x 2 seen
     assert len(state["rng"]) == 1 and {"torch", "python"} <= set(state["rng"][0])  # one process's stream
+
+
+def test_gradients_are_freed_once_their_optimiser_steps(tmp_path):
+    # they are spent after the step; kept, they would sit through the rest of the iteration
+    cfg = tiny_config(tmp_path)
+    trainer = Trainer(cfg, tmp_path, Runtime(torch.device("cpu")), build_dataset(cfg.data, "train", False, True))
+    G = trainer.method.nets["G_A"]
+    before = [p.detach().clone() for p in G.parameters()]
+    trainer.optimize("G", G(torch.randn(2, 3, 32, 32)).square().mean())
+    assert all(not torch.equal(a, p) for a, p in zip(before, G.parameters(), strict=True))  # it stepped
+    assert all(p.grad is None for p in G.parameters())
+    trainer.logger.close()
 
 
 def test_resume_continues_exactly(tmp_path):
