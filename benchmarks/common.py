@@ -11,11 +11,12 @@ import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from translate.errors import UserError
-from translate.eval.report import format_table, write_table
+
+if TYPE_CHECKING:  # pandas is imported where a table is made: train_speed's measured children never load it
+    import pandas as pd
 
 # ../shared/data beside the repository: small real datasets (facades, a CelebA subset).
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -32,6 +33,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report(table: pd.DataFrame, title: str, csv_path: Path | None = None, digits: int = 4) -> None:
     """Print `table` under `title`; also write it as CSV and markdown (NAME.csv, NAME.md)."""
+    from translate.eval.report import format_table, write_table
     print(f"\n{title}")
     print(format_table(table, digits))
     if csv_path is not None:

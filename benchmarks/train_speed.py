@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from common import combine_repeats, report, run
@@ -370,6 +369,8 @@ def main() -> int:
             "official s/iter": official_s, "speed-up": official_s / r["s_iter"],
             "official RSS GB": official_gb, "load": r["load"],
         })
+    import pandas as pd  # here, not at the top: the measured children's peak RSS is translate-train's own
+
     table = pd.DataFrame(rows)
     args.output.mkdir(parents=True, exist_ok=True)
     report(table, f"Training speed, {os.cpu_count()} CPUs ({rates['fp32']:.0f} GFLOP/s fp32, "
