@@ -231,6 +231,27 @@ def test_autocast_weight_cast_is_reused_until_the_weight_changes():
     assert matmul._weight_matrix().dtype == torch.float32  # outside autocast: the weight itself
 
 
+def test_kept_cast_is_let_go_once_backward_reaches_it():
+    # by then every use is differentiated and the step makes it stale; kept, it sat on the peak
+    _, matmul = pair(in_channels=16, out_channels=8, kernel_size=4, stride=2, padding=1)
+    matmul = matmul.float()
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = matmul(x).float().sum() + matmul(2 * x).float().sum()
+        kept = matmul._cast
+        assert kept is not None and kept[1].requires_grad
+        # a gradient penalty's input gradient does not reach the weight: the cast stays for reuse
+        (grad_x,) = torch.autograd.grad(matmul(x).float().square().sum(), x, create_graph=True)
+        assert matmul._cast is kept
+    (loss + grad_x.square().sum()).backward()
+    assert matmul._cast is None and matmul.weight.grad is not None
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        matmul(x)
+        kept = matmul._cast
+        assert kept is not None  # without a graph there is no backward: kept for the next pass
+        assert matmul._weight_matrix() is kept[1]
+
+
 def test_a_module_with_a_kept_cast_copies_and_pickles():
     _, matmul = pair(in_channels=8, out_channels=4, kernel_size=4, stride=2, padding=1)
     matmul = matmul.float()
