@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from translate.config import RuntimeConfig
 from translate.errors import UserError
-from translate.nets.matmul_conv import use_matmul_for_small_maps
+from translate.nets.matmul_conv import let_go_of_kept_casts, use_matmul_for_small_maps
 from translate.nets.norm import use_group_norm
 from translate.nets.thin_conv import split_thin_convs
 
@@ -41,6 +41,7 @@ class Runtime:
     small_map_matmul: bool = False
     split_thin_convs: bool = False
     group_instance_norm: bool = False
+    recast_saved_weights: bool = False
 
     @classmethod
     def setup(cls, cfg: RuntimeConfig) -> Runtime:
@@ -73,7 +74,8 @@ class Runtime:
                    # first step turns into +-lr on near-zero gradients: tests/test_training.py,
                    # benchmarks/PERFORMANCE.md), and N ranks should reproduce one process
                    split_thin_convs=cfg.split_thin_convs and device.type == "cpu" and world_size == 1,
-                   group_instance_norm=cfg.group_instance_norm and device.type == "cpu" and world_size == 1)
+                   group_instance_norm=cfg.group_instance_norm and device.type == "cpu" and world_size == 1,
+                   recast_saved_weights=cfg.recast_saved_weights)
 
     @property
     def is_main(self) -> bool:
@@ -86,7 +88,12 @@ class Runtime:
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision])
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision]))
+        if self.recast_saved_weights:
+            stack.enter_context(recast_saved_weights())
+            stack.callback(let_go_of_kept_casts)  # the graph no longer needs them either
+        return stack
 
     def adam(self, params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
         """Adam with its fused kernel: one pass over each parameter rather than torch's default
@@ -193,6 +200,48 @@ def keep_freed_memory() -> bool:
         return False
     libc = ctypes.CDLL(name)
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+class _SavedCast:
+    """A weight's low-precision cast as saved for backward: the weight, and how to cast it again."""
+
+    __slots__ = ("weight", "dtype", "version", "view")
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, view: tuple | None):
+        self.weight, self.dtype, self.version, self.view = weight, dtype, weight._version, view
+
+
+def _pack_weight_cast(saved: torch.Tensor):
+    base = saved if saved._base is None else saved._base  # F.linear saves its weight transposed
+    cast = base.grad_fn
+    if cast is None or cast.name() != "ToCopyBackward0":
+        return saved
+    (source, _), = cast.next_functions
+    weight = getattr(source, "variable", None)  # AccumulateGrad's: a cast of a parameter (a leaf)
+    if weight is None or weight.shape != base.shape or weight.dtype == base.dtype or weight.device != base.device:
+        return saved
+    view = None if saved is base else (saved.shape, saved.stride(), saved.storage_offset())
+    return _SavedCast(weight, base.dtype, view)
+
+
+def _unpack_weight_cast(packed):
+    if not isinstance(packed, _SavedCast):
+        return packed
+    if packed.weight._version != packed.version:
+        raise RuntimeError("a weight was modified in place between its forward and its backward")
+    cast = packed.weight.to(packed.dtype)
+    return cast if packed.view is None else cast.as_strided(*packed.view)
+
+
+def recast_saved_weights() -> torch.autograd.graph.saved_tensors_hooks:
+    """Autograd keeps the fp32 weight for backward, not autocast's low-precision copy of it, and
+    casts it again there (any cast of a leaf: a parameter, or an input that needs gradients).
+    Otherwise every layer's bf16 weight copy lives from the forward to that layer's backward,
+    beside the fp32 weights, their new gradients and Adam's moments: pix2pix's U-Net has 54M
+    weights, 108 MB of bf16 copies that fp32 training (which saves the parameter itself) does not
+    hold. Costs one more cast per use of a weight in backward (benchmarks/PERFORMANCE.md). The
+    values are the same casts, so gradients are bit for bit those of plain autocast."""
+    return torch.autograd.graph.saved_tensors_hooks(_pack_weight_cast, _unpack_weight_cast)
 
 
 def unwrap(net: nn.Module) -> nn.Module:
