@@ -148,7 +148,7 @@ class RuntimeConfig:
     keep_freed_memory: bool = True
     # Under autocast, backward casts each weight again instead of keeping its bf16 copy from the
     # forward: the same gradients, less memory at the step's peak, one more cast per use of a
-    # weight (pix2pix bf16: 0.06 GB less, 0-2% slower; StarGAN 5% slower: benchmarks/PERFORMANCE.md)
+    # weight (pix2pix bf16: 1.86 instead of 1.92 GB, 2-7% slower; StarGAN 5% slower: benchmarks/PERFORMANCE.md)
     recast_saved_weights: bool = False
     # Seconds a process waits for the others in a collective before it stops with an error: the
     # bound for a hung process (a dead one's closed socket stops the others within seconds). Long
