@@ -14,11 +14,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import tiny_config, tiny_overrides
+from translate.data import build_dataset
 from translate.errors import UserError
 from translate.methods import build_method, method_from_checkpoint
 from translate.methods.cyclegan import CycleGAN
 from translate.train import checkpoint as ckpt
-from translate.data import build_dataset
 from translate.train.loop import LinearDecay, Trainer, TrainingDiverged, train
 from translate.train.runtime import Runtime
 

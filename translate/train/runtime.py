@@ -205,7 +205,7 @@ def keep_freed_memory() -> bool:
 class _SavedCast:
     """A weight's low-precision cast as saved for backward: the weight, and how to cast it again."""
 
-    __slots__ = ("weight", "dtype", "version", "view")
+    __slots__ = ("dtype", "version", "view", "weight")
 
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype, view: tuple | None):
         self.weight, self.dtype, self.version, self.view = weight, dtype, weight._version, view
