@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from translate.losses import gradient_penalty
 from translate.nets import StarGANDiscriminator, UnetGenerator
@@ -36,10 +37,17 @@ def bf16_step(net: torch.nn.Module, x: torch.Tensor, recast: bool, penalty: bool
     return loss.detach(), [p.grad.clone() for p in net.parameters()]
 
 
-@pytest.mark.parametrize(("make", "penalty"), [(unet, False), (stargan_d, True)])
-def test_recast_weights_give_the_same_gradients_bit_for_bit(make, penalty, monkeypatch):
-    x = torch.randn(2, 3, 32, 32)
-    kept_loss, kept_grads = bf16_step(make(), x, recast=False, penalty=penalty)
+@pytest.mark.parametrize(("make", "penalty", "memory_format"), [
+    (unet, False, torch.contiguous_format),
+    (unet, False, torch.channels_last),  # the weights' casts keep their strides
+    (stargan_d, True, torch.contiguous_format),
+])
+def test_recast_weights_give_the_same_gradients_bit_for_bit(make, penalty, memory_format, monkeypatch):
+    def make_net():
+        return make().to(memory_format=memory_format)
+
+    x = torch.randn(2, 3, 32, 32).to(memory_format=memory_format)
+    kept_loss, kept_grads = bf16_step(make_net(), x, recast=False, penalty=penalty)
 
     recast = set()
     unpack = runtime_mod._unpack_weight_cast
@@ -50,13 +58,16 @@ def test_recast_weights_give_the_same_gradients_bit_for_bit(make, penalty, monke
         return unpack(packed)
 
     monkeypatch.setattr(runtime_mod, "_unpack_weight_cast", counting_unpack)
-    net = make()
+    net = make_net()
     loss, grads = bf16_step(net, x, recast=True, penalty=penalty)
     assert torch.equal(loss, kept_loss)
     assert all(torch.equal(a, b) for a, b in zip(grads, kept_grads, strict=True))
     # every convolution's weight (plain, matrix-product and transposed) was cast again in backward
-    # (and the gradient penalty's interpolate, a leaf too)
-    assert {id(p) for p in net.parameters() if p.dim() == 4} <= recast
+    # (and the gradient penalty's interpolate, a leaf too); channels-last matrix-product layers
+    # reshape their cast into a copy, which is kept as it is
+    recast_kinds = (nn.Conv2d, nn.ConvTranspose2d) if memory_format == torch.contiguous_format else ()
+    assert {id(m.weight) for m in net.modules()
+            if type(m) in (nn.Conv2d, nn.ConvTranspose2d) or isinstance(m, recast_kinds)} <= recast
 
 
 def test_a_weight_changed_between_forward_and_backward_is_refused():

@@ -218,7 +218,8 @@ def _pack_weight_cast(saved: torch.Tensor):
         return saved
     (source, _), = cast.next_functions
     weight = getattr(source, "variable", None)  # AccumulateGrad's: a cast of a parameter (a leaf)
-    if weight is None or weight.shape != base.shape or weight.dtype == base.dtype or weight.device != base.device:
+    if (weight is None or weight.shape != base.shape or weight.dtype == base.dtype or weight.device != base.device
+            or base.stride() != weight.stride()):  # not what weight.to(dtype) makes again
         return saved
     view = None if saved is base else (saved.shape, saved.stride(), saved.storage_offset())
     return _SavedCast(weight, base.dtype, view)
