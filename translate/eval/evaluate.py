@@ -9,9 +9,10 @@ Which images: for two domains, the input side is A for `eval.direction=AtoB` (B 
 has one generator, its input side set by data.direction) and the real target-domain images FID
 compares with are the other side of each batch. For StarGAN every test image is translated to
 each target of the official test (attributes.domain_targets: each attribute flipped, or each
-one-hot domain) and FID compares all translations with all real test images. A joint StarGAN model (mask vectors) is scored on one of
-its datasets at a time (eval.dataset): that dataset's split and labels, G's targets widened to
-the joint label with that dataset's mask, as the official test_multi does.
+one-hot domain) and FID compares all translations with all real test images. A joint StarGAN
+model (mask vectors) is scored on one of its datasets at a time (eval.dataset): that dataset's
+split and labels, G's targets widened to the joint label with that dataset's mask, as the
+official test_multi does.
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ def joint_part(joint: list[str], dataset: str) -> int:
     if joint.count(dataset) == 1:
         return joint.index(dataset)
     if dataset in joint:
-        raise UserError(f"data.joint holds {dataset} more than once; give its position, eval.dataset=N (1-{len(joint)})")
-    what = f"eval.dataset={dataset} is not one of its datasets" if dataset else "set eval.dataset to the dataset to score"
+        raise UserError(f"data.joint holds {dataset} more than once; give its position, "
+                        f"eval.dataset=N (1-{len(joint)})")
+    what = (f"eval.dataset={dataset} is not one of its datasets" if dataset
+            else "set eval.dataset to the dataset to score")
     raise UserError(f"a joint StarGAN model (data.joint={','.join(joint)}) is scored on one dataset at a time: "
                     f"{what}; choose one of {choices}")
 
@@ -94,9 +97,10 @@ class Evaluator:
                 k = joint_part(cfg.data.joint, e.dataset)
                 data, labels, self.joint_label = part_configs(cfg.data)[k], labels.parts[k], partial(labels.widen, k=k)
             self.label_names, self.multi_label = list(labels.names), labels.multi_label
-        if e.dataset and not self.joint_label:
+        if e.dataset and self.joint_label is None:
             raise UserError(f"eval.dataset={e.dataset} picks one dataset of a joint StarGAN model "
-                            f"(data.format=joint); this is a {cfg.method} model of data.format={cfg.data.format}: leave it empty")
+                            f"(data.format=joint); this is a {cfg.method} model of "
+                            f"data.format={cfg.data.format}: leave it empty")
         wants_pairs = any("target" in metric_class(n).requires for n in e.metrics)
         self.paired = METHODS[cfg.method].paired or wants_pairs
         dataset = build_dataset(data, e.split, paired=self.paired, train=False)
