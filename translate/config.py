@@ -213,6 +213,8 @@ class InferConfig:
     batch_size: int = 8
     eval: bool = False  # eval-mode norm/dropout; the official test script runs in train mode unless --eval
     device: str = "auto"
+    # fp32 | bf16 | fp16 (autocast) | int8 (x86 CPUs: quantised on the first images, compiled;
+    # needs pip install ".[int8]" and a C++ compiler; translate/quantize.py)
     precision: str = "fp32"
     target: list[str] = field(default_factory=list)  # StarGAN: the labels set in the target, e.g. Blond_Hair,Young
     attributes: list[str] = field(default_factory=list)  # StarGAN official checkpoints: the label names in order

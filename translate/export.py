@@ -40,7 +40,6 @@ running averages and dropout is off. The official test scripts run in train mode
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib.util
 import io
 import os
@@ -55,6 +54,7 @@ from torch import nn
 from translate.config import ExportConfig
 from translate.errors import UserError
 from translate.infer import TargetedGenerator, load_translator
+from translate.nets.norm import inference_copy
 from translate.nets.unet import UnetGenerator
 from translate.train.checkpoint import latest_checkpoint
 
@@ -70,7 +70,7 @@ def export_generator(cfg: ExportConfig) -> pd.DataFrame:
     row per format: the file, the check inputs and the largest difference found."""
     _check_options(cfg)
     path = _checkpoint_path(cfg)
-    net = prepared(load_translator(path, cfg.direction, cfg.target, cfg.attributes), cfg.eval)
+    net = inference_copy(load_translator(path, cfg.direction, cfg.target, cfg.attributes), cfg.eval)
     multiple = size_multiple(net)
     if cfg.size % multiple:
         raise UserError(f"size={cfg.size} does not fit this generator: its image sides must be multiples of "
@@ -135,22 +135,6 @@ def _checkpoint_path(cfg: ExportConfig) -> Path:
         raise UserError(f"no readable checkpoint in {cfg.run}/checkpoints; pass a run folder of translate-train "
                         f"or checkpoint=PATH")
     return found[1]
-
-
-def prepared(net: nn.Module, eval_mode: bool) -> nn.Module:
-    """A copy of `net` to export: in eval mode, or (eval_mode=False) with its instance norms on each
-    image's own statistics, as train mode computes them, without running-statistics updates."""
-    net = copy.deepcopy(net).cpu().float().eval()
-    if eval_mode:
-        return net
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) or (isinstance(m, nn.Dropout) and m.p > 0):
-            raise UserError(f"eval=false: this generator has {type(m).__name__} layers, whose train mode mixes "
-                            f"a batch's images or draws random numbers; export it with eval=true")
-        if isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats:
-            m.track_running_stats = False  # eval mode then normalises by the input's own statistics
-            m.running_mean = m.running_var = m.num_batches_tracked = None
-    return net
 
 
 def size_multiple(net: nn.Module) -> int:

@@ -39,6 +39,8 @@ from translate.nets.official import infer_generator
 from translate.train.checkpoint import FORMAT, load_state_file
 from translate.train.runtime import Runtime
 
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
 
 class TargetedGenerator(nn.Module):
     """A StarGAN generator with its target label fixed, so it translates an image alone."""
@@ -198,6 +200,8 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
                         f"so the inputs stay untouched")
     if cfg.workers < 0:
         raise UserError(f"workers={cfg.workers} is negative; use 0 (decode in this process) or more")
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"precision={cfg.precision} is not one of {', '.join(PRECISIONS)}")
     runtime = Runtime.setup(RuntimeConfig(device=cfg.device, precision=cfg.precision,
                                           channels_last=cfg.channels_last))
     paths = list_images(src, "a folder of images, e.g. testA/*.jpg")
@@ -212,10 +216,21 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
         row_targets(labels, own[:1] if own is not None else None)  # a missing labels= fails before any work
     else:
         net = load_translator(Path(cfg.checkpoint), cfg.direction, cfg.target, cfg.attributes)
-    net = runtime.wrap(net).train(not cfg.eval)
-    batch_size = 1 if (not cfg.eval and _has_batch_statistics(net)) else cfg.batch_size
     shape = DataConfig(preprocess="resize_and_crop" if cfg.size else "none", load_size=cfg.size or 1,
                        crop_size=cfg.size or 1, flip=False, center_crop=cfg.center_crop)
+    images = InputImages(paths, shape, cfg.size, cfg.center_crop)
+    if cfg.precision == "int8":
+        from translate.quantize import CALIBRATION_IMAGES, quantize_generator
+
+        firsts = range(min(CALIBRATION_IMAGES, len(images)))
+        calibration = [(images[i][1][None],) for i in firsts]
+        if row_mode:  # every target of the row, as each image will be translated
+            calibration = [(x, c) for i, (x,) in zip(firsts, calibration, strict=True)
+                           for c in row_targets(labels, own[i:i + 1] if own is not None else None)]
+        net = quantize_generator(net, calibration, eval_mode=cfg.eval)
+    else:
+        net = runtime.wrap(net).train(not cfg.eval)
+    batch_size = 1 if (not cfg.eval and _has_batch_statistics(net)) else cfg.batch_size
     dst.mkdir(parents=True, exist_ok=True)
     pending: list[tuple[int, torch.Tensor]] = []
 
@@ -234,7 +249,6 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
             Image.fromarray(arr).save(outputs[i])
         pending.clear()
 
-    images = InputImages(paths, shape, cfg.size, cfg.center_crop)
     # batch_size=None: one image at a time, in order; images of other sizes start a new batch.
     for i, tensor in Loader(images, batch_size=None, num_workers=cfg.workers if len(paths) > 1 else 0):
         if pending and (len(pending) == batch_size or pending[0][1].shape != tensor.shape):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 from collections.abc import Callable
@@ -60,6 +61,24 @@ def use_group_norm(net: nn.Module) -> nn.Module:
     for module in net.modules():
         if type(module) is nn.InstanceNorm2d and not (module.affine or module.track_running_stats):
             module.__class__ = GroupInstanceNorm2d
+    return net
+
+
+def inference_copy(net: nn.Module, eval_mode: bool) -> nn.Module:
+    """A float32 CPU copy of `net` for a fixed graph (an exported or quantised generator): in eval
+    mode, or (eval_mode=False) with its instance norms on each image's own statistics, as train mode
+    computes them, without running-statistics updates. Train-mode batch norm and dropout have no
+    such per-image form, so eval_mode=False refuses them."""
+    net = copy.deepcopy(net).cpu().float().eval()
+    if eval_mode:
+        return net
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) or (isinstance(m, nn.Dropout) and m.p > 0):
+            raise UserError(f"eval=false: this generator has {type(m).__name__} layers, whose train mode mixes "
+                            f"a batch's images or draws random numbers; use eval=true")
+        if isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats:
+            m.track_running_stats = False  # eval mode then normalises by the input's own statistics
+            m.running_mean = m.running_var = m.num_batches_tracked = None
     return net
 
 

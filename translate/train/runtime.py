@@ -58,6 +58,9 @@ class Runtime:
         device = _pick_device(cfg.device, local_rank)
         if cfg.precision == "fp16" and device.type == "cpu":
             raise UserError("runtime.precision=fp16 needs a GPU; on the CPU use runtime.precision=bf16")
+        if cfg.precision == "int8" and device.type != "cpu":  # translate-infer only (translate/quantize.py)
+            raise UserError(f"precision=int8 runs on x86 CPUs (oneDNN's int8 kernels), not {device.type}; "
+                            f"use device=cpu, or precision=bf16 on a GPU")
         rank = 0
         if world_size > 1:
             if not dist.is_initialized():
@@ -86,7 +89,7 @@ class Runtime:
         return self.world_size > 1
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
+        if self.precision in ("fp32", "int8"):  # an int8 graph carries its own dtypes
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
         stack.enter_context(torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision]))
