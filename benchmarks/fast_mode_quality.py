@@ -15,6 +15,12 @@ test's own helpers (imported from tests/, so both judge the same way):
             other attributes kept (test: min >= 0.85); the table shows the means over attributes.
 The table is printed and written as fast_mode_quality.csv / .md to --output. One run takes one to
 a few minutes on one core.
+
+--int8 also scores each fp32-trained model with its generators quantised as `translate-infer
+precision=int8` quantises them (translate/quantize.py: calibrated on 8 training inputs, the norm
+mode each check uses: train-mode statistics for StarGAN, eval mode for pix2pix's batch norm),
+in rows "fp32 -> int8", with the mean difference of the int8 and fp32 generators' outputs on
+held-out inputs. Needs torchao (pip install ".[int8]").
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from test_pix2pix import photo_errors  # noqa: E402
 from test_stargan import transfer_scores  # noqa: E402
 
 from translate import config  # noqa: E402
+from translate.data import build_dataset  # noqa: E402
 from translate.methods import build_method, method_from_checkpoint  # noqa: E402
 from translate.train.checkpoint import latest_checkpoint  # noqa: E402
 from translate.train.loop import train  # noqa: E402
@@ -60,7 +67,37 @@ def measure(cfg: config.RunConfig, method_name: str, method) -> dict[str, float]
             "others kept (up)": sum(v[1] for v in scores.values()) / len(scores)}
 
 
-def one_run(method_name: str, precision: str, seed: int, args: argparse.Namespace, tmp: Path) -> dict:
+def generator_inputs(cfg: config.RunConfig, method_name: str, split: str, count: int) -> dict[str, list]:
+    """Per generator of the method, the inputs (tuples of batches of 1) of the first `count` samples
+    of `split` that it translates."""
+    dataset = build_dataset(cfg.data, split, paired=method_name == "pix2pix", train=False)
+    samples = [dataset[i] for i in range(count)]
+    if method_name == "stargan":
+        return {"G": [(s["image"][None], s["label"][None]) for s in samples]}
+    sides = {"G_A": "A", "G_B": "B"} if method_name == "cyclegan" else {"G": "A"}  # pix2pix: A is its input
+    return {name: [(s[side][None],) for s in samples] for name, side in sides.items()}
+
+
+@torch.no_grad()
+def quantise_generators(cfg: config.RunConfig, method_name: str, method) -> float:
+    """Replace the trained method's generators by their int8 versions, each calibrated on the first
+    8 training inputs it translates, in the norm mode its check runs it in (train-mode statistics
+    for StarGAN, eval mode otherwise). Returns the mean |int8 - fp32| of their outputs on 16
+    held-out inputs, in grey levels."""
+    from translate.quantize import CALIBRATION_IMAGES, quantize_generator
+
+    eval_mode = method_name != "stargan"
+    calibration = generator_inputs(cfg, method_name, "train", CALIBRATION_IMAGES)
+    differences = []
+    for name, held_out in generator_inputs(cfg, method_name, "test", 16).items():
+        fp32 = method.nets[name].train(not eval_mode)
+        int8 = quantize_generator(fp32, calibration[name], eval_mode=eval_mode)
+        differences += [float((int8(*x) - fp32(*x)).abs().mean()) * 127.5 for x in held_out]
+        method.nets[name] = int8
+    return sum(differences) / len(differences)
+
+
+def one_run(method_name: str, precision: str, seed: int, args: argparse.Namespace, tmp: Path) -> list[dict]:
     recipe, extra = RECIPES[method_name]
     cfg, _ = config.load(recipe, [
         f"output_dir={tmp}", "data.num_workers=0", "train.log_every=100", f"train.seed={seed}",
@@ -73,8 +110,13 @@ def one_run(method_name: str, precision: str, seed: int, args: argparse.Namespac
     method = method_from_checkpoint(state) if method_name != "stargan" else build_method(cfg)
     if method_name == "stargan":
         method.nets["G"].load_state_dict(state["nets"]["G"])
-    return {"method": method_name, "precision": precision, "seed": seed, "train minutes": minutes,
-            **measure(cfg, method_name, method)}
+    rows = [{"method": method_name, "precision": precision, "seed": seed, "train minutes": minutes,
+             **measure(cfg, method_name, method)}]
+    if args.int8 and precision == "fp32":
+        grey_levels = quantise_generators(cfg, method_name, method)
+        rows.append({**rows[0], "precision": "fp32 -> int8", **measure(cfg, method_name, method),
+                     "int8 - fp32 outputs (grey levels)": grey_levels})
+    return rows
 
 
 def main() -> int:
@@ -85,6 +127,7 @@ def main() -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds (more: the noise)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--channels-last", action="store_true", help="also runtime.channels_last=true")
+    parser.add_argument("--int8", action="store_true", help="also score fp32 models quantised to int8")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmarks"))
     args = parser.parse_args()
     rows = []
@@ -93,8 +136,9 @@ def main() -> int:
             for seed in (int(s) for s in args.seeds.split(",")):
                 for precision in args.precision.split(","):
                     torch.manual_seed(seed)
-                    rows.append(one_run(method_name, precision, seed, args, Path(tmp)))
-                    print(rows[-1], flush=True)
+                    for row in one_run(method_name, precision, seed, args, Path(tmp)):
+                        rows.append(row)
+                        print(row, flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
     for method_name, table in pd.DataFrame(rows).groupby("method", sort=False):
         report(table.dropna(axis=1, how="all"), f"{method_name}: fp32 against the fast mode",

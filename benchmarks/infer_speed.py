@@ -8,9 +8,15 @@ instance norm, the official test default) as an official-style state dict, then 
 translate.infer.translate_folder, the function behind `translate-infer`, in each mode: decoding,
 resizing, the network and writing the PNGs all count. The baseline is what the official
 test.py does: one image at a time, fp32, decoding in the main process (num_threads=0). Each mode
-first translates a few images untimed (oneDNN builds its kernels on first use). Prints the table
-(and writes infer_speed.csv / .md to --output) with the speed-up over the baseline and the load
-average; on a machine shared with other jobs the figures are noisy.
+first translates a few images untimed (oneDNN builds its kernels on first use; for int8, inductor
+builds its own, cached on disk). Prints the table (and writes infer_speed.csv / .md to --output)
+with the speed-up over the baseline and the load average; on a machine shared with other jobs the
+figures are noisy.
+
+int8 (needs pip install ".[int8]") quantises and compiles the generator at the start of each
+folder: "setup s" is that time, "images/s" and the speed-up leave it out (the rate on a large
+folder), "images/s with setup" keep it (the rate on this folder). "grey levels from row 1" is the
+mean difference of each mode's PNGs from the first mode's.
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ import numpy as np
 import pandas as pd
 import torch
 from common import report, run
+from PIL import Image
 from train_speed import smooth_image
 
+from translate import quantize
 from translate.config import InferConfig, ModelConfig
+from translate.errors import UserError
 from translate.infer import translate_folder
 from translate.nets import build_generator
 
@@ -40,6 +49,9 @@ MODES = [  # (name, batch_size, precision, channels_last, workers)
     ("batch 8, bf16, 2 workers", 8, "bf16", False, 2),
     ("batch 8, bf16, channels_last, 2 workers", 8, "bf16", True, 2),
     ("batch 1, bf16, channels_last, 2 workers", 1, "bf16", True, 2),
+    ("batch 1, int8, 2 workers", 1, "int8", False, 2),
+    ("batch 8, int8, 2 workers", 8, "int8", False, 2),
+    ("batch 1, int8, 1 worker", 1, "int8", False, 1),
 ]
 
 
@@ -54,11 +66,38 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def timed(module, name: str) -> list[float]:
+    """Replace module.name by a wrapper that appends each call's duration to the returned list."""
+    durations, function = [], getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            durations.append(time.perf_counter() - start)
+    setattr(module, name, wrapper)
+    return durations
+
+
+def grey_level_difference(folder: Path, reference: Path) -> float:
+    """Mean |difference| between the PNGs of two output folders, in grey levels (0-255)."""
+    total = [np.abs(np.asarray(Image.open(f), dtype=np.int16) - np.asarray(Image.open(reference / f.name),
+                                                                           dtype=np.int16)).mean()
+             for f in sorted(folder.iterdir())]
+    return float(np.mean(total))
+
+
 def main() -> int:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     modes = MODES if args.modes == "all" else [MODES[int(i)] for i in args.modes.split(",")]
+    try:
+        quantize.check_int8_available()
+    except UserError as e:  # the other rows still mean something
+        print(f"int8 rows left out: {e}", flush=True)
+        modes = [mode for mode in modes if mode[2] != "int8"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="infer_speed-") as tmp:
         tmp = Path(tmp)
@@ -70,21 +109,30 @@ def main() -> int:
         torch.manual_seed(0)
         checkpoint = tmp / "latest_net_G_A.pth"
         torch.save(build_generator(ModelConfig(generator=args.generator), 3, 3).state_dict(), checkpoint)
+        setup = timed(quantize, "quantize_generator")  # int8's quantising and compiling, once per folder
+        first_out = None
         for name, batch, precision, channels_last, workers in modes:
             def translate(folder: str, batch=batch, precision=precision, channels_last=channels_last,
-                          workers=workers) -> float:
-                out = tmp / f"out-{folder}"
+                          workers=workers) -> tuple[int, float, Path]:
+                out = tmp / f"out-{batch}-{precision}-{channels_last}-{workers}-{folder}"
                 shutil.rmtree(out, ignore_errors=True)
+                setup.clear()
                 start = time.perf_counter()
                 count, _ = translate_folder(InferConfig(
                     checkpoint=str(checkpoint), input=str(tmp / folder), output=str(out), batch_size=batch,
                     precision=precision, channels_last=channels_last, workers=workers, device="cpu"))
-                return count / (time.perf_counter() - start)
+                return count, time.perf_counter() - start, out
 
-            translate("warmup")
+            translate("warmup")  # oneDNN's kernels; for int8 also inductor's, cached on disk
+            count, seconds, out = translate("images")
+            first_out = first_out or out
             rows.append({"mode": name, "batch": batch, "precision": precision, "channels_last": channels_last,
-                         "workers": workers, "images/s": translate("images"), "load": os.getloadavg()[0]})
-            print(f"{name}: {rows[-1]['images/s']:.2f} images/s (load {rows[-1]['load']:.2f})", flush=True)
+                         "workers": workers, "images/s": count / (seconds - sum(setup)),
+                         "setup s": sum(setup), "images/s with setup": count / seconds,
+                         "grey levels from row 1": grey_level_difference(out, first_out),
+                         "load": os.getloadavg()[0]})
+            print(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else str(v) for k, v in rows[-1].items()),
+                  flush=True)
     table = pd.DataFrame(rows)
     table["speed-up"] = table["images/s"] / table["images/s"].iloc[0]
     args.output.mkdir(parents=True, exist_ok=True)
