@@ -112,6 +112,10 @@ def test_int8_refuses_train_mode_batch_norm(tmp_path):
         with pytest.raises(UserError, match="BatchNorm2d layers, whose train mode .*; use eval=true"):
             translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "in"),
                                          output=str(tmp_path / "out"), size=32, precision="int8", device="cpu"))
+        # A size the network cannot take is named as in fp32, not in the export's symbols.
+        with pytest.raises(UserError, match="multiples of 32, got 48x48"):
+            translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "in"), eval=True,
+                                         output=str(tmp_path / "out"), size=48, precision="int8", device="cpu"))
     with pytest.raises(UserError, match="precision=int4 is not one of fp32, bf16, fp16, int8"):
         translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "in"),
                                      output=str(tmp_path / "out"), precision="int4"))
@@ -119,6 +123,10 @@ def test_int8_refuses_train_mode_batch_norm(tmp_path):
 
 
 def test_int8_without_torchao_or_a_compiler_says_what_to_install(monkeypatch):
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    with pytest.raises(UserError, match="precision=int8 is for x86 CPUs .*; this one is aarch64"):
+        quantize.check_int8_available()
+    monkeypatch.undo()
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
     with pytest.raises(UserError, match=r'needs torchao: pip install "\.\[int8\]"'):

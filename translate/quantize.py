@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,9 @@ CALIBRATION_IMAGES = 8  # images whose activation ranges set the int8 scales
 
 def check_int8_available() -> None:
     """A one-line error unless torchao and a C++ compiler for inductor are here."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686"):
+        raise UserError(f"precision=int8 is for x86 CPUs (oneDNN's int8 kernels); this one is {platform.machine()}: "
+                        f"use precision=fp32 or bf16")
     if importlib.util.find_spec("torchao") is None:
         raise UserError('precision=int8 needs torchao: pip install ".[int8]" (or use precision=bf16)')
     from torch._inductor.cpp_builder import get_cpp_compiler
@@ -94,6 +98,8 @@ def quantize_generator(net: nn.Module, calibration: list[tuple[torch.Tensor, ...
         for module in net.modules():
             if type(module) is nn.ConvTranspose2d:
                 module.__class__ = Bf16ConvTranspose2d
+    with torch.no_grad():  # the network's own input checks, with sizes rather than export's symbols
+        net(*example)
     dynamic = tuple({2: Dim.AUTO, 3: Dim.AUTO} if t.dim() == 4 else None for t in example)
     graph = torch.export.export(net, example, dynamic_shapes=dynamic).module()
     quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
