@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 import signal
+import sys
 import warnings
 from itertools import chain
 from pathlib import Path
@@ -258,8 +259,12 @@ class Trainer:
             path = self.save()
             self.logger.message(f"done: {self.step} steps; checkpoint {path}")
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            # A rank failing in a distributed run keeps the flag-setting handlers: torchrun's agent
+            # sends SIGTERM to the other ranks as soon as one dies, and the default action would end
+            # this one before it reports the lost peer (its process ends right after the report).
+            if sys.exc_info()[0] is None or not runtime.distributed:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
             self.logger.close()
 
     def _train_step(self, batch: dict, epoch: int) -> None:
