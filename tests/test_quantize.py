@@ -4,6 +4,7 @@ first images and compiled by inductor (translate/quantize.py)."""
 from __future__ import annotations
 
 import importlib.util
+from copy import deepcopy
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from translate.config import InferConfig
 from translate.errors import UserError
 from translate.infer import translate_folder
 from translate.nets import ResnetGenerator, StarGANGenerator, UnetGenerator
+from translate.nets.norm import inference_copy
 
 
 def _compiler_found() -> bool:
@@ -104,18 +106,57 @@ def test_int8_stargan_row_calibrates_and_translates_every_target(tmp_path):
     assert np.abs(columns[0] - columns[1]).mean() > 3  # each column was translated to its own target
 
 
-def test_int8_refuses_train_mode_batch_norm(tmp_path):
+@torch.no_grad()
+def unusual_batch_norms(net: nn.Module) -> None:
+    """Scales, shifts and running averages unlike the defaults, so that the norm modes differ."""
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.5, 0.5)
+            m.running_mean.uniform_(-1, 1)
+
+
+def test_one_image_copy_runs_batch_norm_and_dropout_as_train_mode_does():
+    torch.manual_seed(0)
+    net = UnetGenerator(3, 3, num_downs=6, ngf=4, norm="batch", dropout=True)
+    unusual_batch_norms(net)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    copy = inference_copy(net, eval_mode=False, one_image=True)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in copy.modules())
+    with torch.no_grad():
+        assert not torch.equal(copy(x), copy(x))  # dropout stays on, as in the official test
+        for m in net.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        copy = inference_copy(net, eval_mode=False, one_image=True)
+        train_mode = deepcopy(net).train()(x)
+        assert torch.allclose(copy(x), train_mode, atol=1e-5)  # batch norm of one image
+        assert (net.eval()(x) - train_mode).abs().max() > 0.1  # which eval mode is not
+    with pytest.raises(UserError, match="BatchNorm2d layers, whose train mode .*; use eval=true"):
+        inference_copy(net, eval_mode=False)  # a batch (translate-export) cannot
+
+
+@needs_int8
+def test_int8_pix2pix_in_train_mode_as_the_official_test(tmp_path):
+    torch.manual_seed(0)
+    net = UnetGenerator(3, 3, num_downs=5, ngf=4, norm="batch", dropout=False)
+    unusual_batch_norms(net)
     checkpoint = tmp_path / "latest_net_G.pth"
-    torch.save(UnetGenerator(3, 3, num_downs=5, ngf=4, norm="batch", dropout=True).state_dict(), checkpoint)
+    torch.save(net.state_dict(), checkpoint)
+    smooth_images(tmp_path / "in", 3, (32, 32))
+    outputs = translate_both(tmp_path, checkpoint)  # eval=false: each image's own batch statistics
+    difference = np.abs(outputs["int8"] - outputs["fp32"])
+    assert difference.mean() < 3 and difference.max() <= 24
+    # A size the network cannot take is named as in fp32, not in the export's symbols.
+    with pytest.raises(UserError, match="multiples of 32, got 48x48"):
+        translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "in"), eval=True,
+                                     output=str(tmp_path / "out"), size=48, precision="int8", device="cpu"))
+
+
+def test_bad_precision_is_one_line(tmp_path):
+    checkpoint = tmp_path / "latest_net_G.pth"
+    torch.save(UnetGenerator(3, 3, num_downs=5, ngf=4).state_dict(), checkpoint)
     smooth_images(tmp_path / "in", 2, (32, 32))
-    if _compiler_found() and importlib.util.find_spec("torchao"):
-        with pytest.raises(UserError, match="BatchNorm2d layers, whose train mode .*; use eval=true"):
-            translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "in"),
-                                         output=str(tmp_path / "out"), size=32, precision="int8", device="cpu"))
-        # A size the network cannot take is named as in fp32, not in the export's symbols.
-        with pytest.raises(UserError, match="multiples of 32, got 48x48"):
-            translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "in"), eval=True,
-                                         output=str(tmp_path / "out"), size=48, precision="int8", device="cpu"))
     with pytest.raises(UserError, match="precision=int4 is not one of fp32, bf16, fp16, int8"):
         translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "in"),
                                      output=str(tmp_path / "out"), precision="int4"))

@@ -92,7 +92,7 @@ def quantize_generator(net: nn.Module, calibration: list[tuple[torch.Tensor, ...
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
-    net = inference_copy(net, eval_mode)
+    net = inference_copy(net, eval_mode, one_image=True)  # Int8Generator runs one image at a time
     example = calibration[0]
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         for module in net.modules():

@@ -64,22 +64,37 @@ def use_group_norm(net: nn.Module) -> nn.Module:
     return net
 
 
-def inference_copy(net: nn.Module, eval_mode: bool) -> nn.Module:
+def inference_copy(net: nn.Module, eval_mode: bool, one_image: bool = False) -> nn.Module:
     """A float32 CPU copy of `net` for a fixed graph (an exported or quantised generator): in eval
     mode, or (eval_mode=False) with its instance norms on each image's own statistics, as train mode
-    computes them, without running-statistics updates. Train-mode batch norm and dropout have no
-    such per-image form, so eval_mode=False refuses them."""
+    computes them, without running-statistics updates. Train-mode batch norm mixes a batch's
+    images and dropout draws random numbers, so eval_mode=False refuses them, unless the copy will
+    only ever see one image at a time (`one_image`): then batch norm is that image's instance norm
+    with the batch norm's scale and shift, and dropout stays on, as the official test runs them."""
     net = copy.deepcopy(net).cpu().float().eval()
     if eval_mode:
         return net
-    for m in net.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) or (isinstance(m, nn.Dropout) and m.p > 0):
-            raise UserError(f"eval=false: this generator has {type(m).__name__} layers, whose train mode mixes "
-                            f"a batch's images or draws random numbers; use eval=true")
-        if isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats:
-            m.track_running_stats = False  # eval mode then normalises by the input's own statistics
-            m.running_mean = m.running_var = m.num_batches_tracked = None
+    for parent in list(net.modules()):
+        for name, m in parent.named_children():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and one_image:
+                setattr(parent, name, _per_image_batch_norm(m))
+            elif isinstance(m, nn.Dropout) and m.p > 0 and one_image:
+                m.train()
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm) or (isinstance(m, nn.Dropout) and m.p > 0):
+                raise UserError(f"eval=false: this generator has {type(m).__name__} layers, whose train mode "
+                                f"mixes a batch's images or draws random numbers; use eval=true")
+            elif isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats:
+                m.track_running_stats = False  # eval mode then normalises by the input's own statistics
+                m.running_mean = m.running_var = m.num_batches_tracked = None
     return net
+
+
+def _per_image_batch_norm(bn: nn.modules.batchnorm._BatchNorm) -> nn.InstanceNorm2d:
+    """Train-mode batch norm of a batch of one image: that image's instance norm, same affine."""
+    norm = nn.InstanceNorm2d(bn.num_features, eps=bn.eps, affine=bn.affine)
+    if bn.affine:
+        norm.load_state_dict({"weight": bn.weight, "bias": bn.bias})
+    return norm
 
 
 def norm_layer(name: str) -> NormFactory:
