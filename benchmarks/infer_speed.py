@@ -4,9 +4,9 @@ and in the fast mode, against a batch-1 fp32 baseline like the official test scr
     python benchmarks/infer_speed.py [--images 64] [--threads 0] [--generator resnet_9blocks]
 
 Writes --images JPEGs (256x256) to a temporary folder and a CycleGAN generator (resnet_9blocks,
-instance norm, the official test default) as an official-style state dict, then runs
-translate.infer.translate_folder, the function behind `translate-infer`, in each mode: decoding,
-resizing, the network and writing the PNGs all count. The baseline is what the official
+instance norm, the official test default; or pix2pix's unet_256) as an official-style state
+dict, then runs translate.infer.translate_folder, the function behind `translate-infer`, in each
+mode: decoding, resizing, the network and writing the PNGs all count. The baseline is what the official
 test.py does: one image at a time, fp32, decoding in the main process (num_threads=0). Each mode
 first translates a few images untimed (oneDNN builds its kernels on first use; for int8, inductor
 builds its own, cached on disk). Prints the table (and writes infer_speed.csv / .md to --output)
@@ -60,7 +60,8 @@ def parse_args() -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--images", type=int, default=64, help="images in the folder")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--generator", default="resnet_9blocks", choices=("resnet_6blocks", "resnet_9blocks"))
+    parser.add_argument("--generator", default="resnet_9blocks", choices=("resnet_6blocks", "resnet_9blocks", "unet_256"),
+                        help="unet_256: pix2pix's (batch norm, dropout; run in train mode as the official test)")
     parser.add_argument("--modes", default="all", help="comma-separated mode numbers (0 = baseline), or all")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmarks"), help="where the CSV goes")
     return parser.parse_args()
@@ -108,7 +109,9 @@ def main() -> int:
                 smooth_image(rng, 256, 256).save(tmp / folder / f"{i:05d}.jpg", quality=90)
         torch.manual_seed(0)
         checkpoint = tmp / "latest_net_G_A.pth"
-        torch.save(build_generator(ModelConfig(generator=args.generator), 3, 3).state_dict(), checkpoint)
+        pix2pix = args.generator.startswith("unet")
+        model = ModelConfig(generator=args.generator, norm="batch" if pix2pix else "instance", dropout=pix2pix)
+        torch.save(build_generator(model, 3, 3).state_dict(), checkpoint)
         setup = timed(quantize, "quantize_generator")  # int8's quantising and compiling, once per folder
         first_out = None
         for name, batch, precision, channels_last, workers in modes:
