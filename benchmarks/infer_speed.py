@@ -6,12 +6,12 @@ and in the fast mode, against a batch-1 fp32 baseline like the official test scr
 Writes --images JPEGs (256x256) to a temporary folder and a CycleGAN generator (resnet_9blocks,
 instance norm, the official test default; or pix2pix's unet_256) as an official-style state
 dict, then runs translate.infer.translate_folder, the function behind `translate-infer`, in each
-mode: decoding, resizing, the network and writing the PNGs all count. The baseline is what the official
-test.py does: one image at a time, fp32, decoding in the main process (num_threads=0). Each mode
-first translates a few images untimed (oneDNN builds its kernels on first use; for int8, inductor
-builds its own, cached on disk). Prints the table (and writes infer_speed.csv / .md to --output)
-with the speed-up over the baseline and the load average; on a machine shared with other jobs the
-figures are noisy.
+mode: decoding, resizing, the network and writing the PNGs all count. The baseline is what the
+official test.py does: one image at a time, fp32, decoding in the main process (num_threads=0).
+Each mode first translates a few images untimed (oneDNN builds its kernels on first use; for
+int8, inductor builds its own, cached on disk). Prints the table (and writes infer_speed.csv /
+.md to --output) with the speed-up over the baseline and the load average; on a machine shared
+with other jobs the figures are noisy.
 
 int8 (needs pip install ".[int8]") quantises and compiles the generator at the start of each
 folder: "setup s" is that time, "images/s" and the speed-up leave it out (the rate on a large
@@ -60,7 +60,8 @@ def parse_args() -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--images", type=int, default=64, help="images in the folder")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--generator", default="resnet_9blocks", choices=("resnet_6blocks", "resnet_9blocks", "unet_256"),
+    parser.add_argument("--generator", default="resnet_9blocks",
+                        choices=("resnet_6blocks", "resnet_9blocks", "unet_256"),
                         help="unet_256: pix2pix's (batch norm, dropout; run in train mode as the official test)")
     parser.add_argument("--modes", default="all", help="comma-separated mode numbers (0 = baseline), or all")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmarks"), help="where the CSV goes")

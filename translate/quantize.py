@@ -1,15 +1,16 @@
 """int8 inference on x86 CPUs: `translate-infer precision=int8`.
 
 A trained generator is quantised after training, statically, with torchao's PT2E flow:
-torch.export captures it as a graph for one image at a time (height and width left dynamic;
-a batch goes through image by image, which oneDNN's int8 kernels run faster here than a batch:
-150 against 190 ms per 256 px image at batch 8); torchao's X86InductorQuantizer marks its convolutions for int8
-(activations per tensor, weights per output channel; its default leaves transposed convolutions,
-norms, activations, padding and label concatenation in float32); observers record the activations' ranges while the first images of
-the folder go through (calibration); the converted graph is compiled by inductor with freezing
-(weights quantised once) into oneDNN int8 convolutions, which use AVX-512 VNNI where the CPU has
-it. Preparing takes seconds to half a minute (inductor builds C++ kernels, cached on disk for the
-next run); benchmarks/PERFORMANCE.md has the speed and how close the outputs stay to float32's.
+torch.export captures it as a graph for one image (height and width left dynamic; a batch goes
+through image by image, which oneDNN's int8 kernels run faster here: 150 against 190 ms per
+256 px image at batch 8); torchao's X86InductorQuantizer marks its convolutions for int8
+(activations per tensor, weights per output channel; transposed convolutions, which it has no
+int8 form for, run in bf16, and norms, activations, padding and label concatenation in float32);
+observers record the activations' ranges while the first images of the folder go through
+(calibration); the converted graph is compiled by inductor with freezing (weights quantised
+once) into oneDNN int8 convolutions, which use AVX-512 VNNI where the CPU has it. Preparing takes
+seconds to half a minute (inductor builds C++ kernels, cached on disk for the next run);
+benchmarks/PERFORMANCE.md has the speed and how close the outputs stay to float32's.
 
 Needs torchao (`pip install ".[int8]"`) and a C++ compiler (inductor builds its kernels with one).
 """
@@ -36,8 +37,8 @@ CALIBRATION_IMAGES = 8  # images whose activation ranges set the int8 scales
 def check_int8_available() -> None:
     """A one-line error unless torchao and a C++ compiler for inductor are here."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i686"):
-        raise UserError(f"precision=int8 is for x86 CPUs (oneDNN's int8 kernels); this one is {platform.machine()}: "
-                        f"use precision=fp32 or bf16")
+        raise UserError(f"precision=int8 is for x86 CPUs (oneDNN's int8 kernels); this one is "
+                        f"{platform.machine()}: use precision=fp32 or bf16")
     if importlib.util.find_spec("torchao") is None:
         raise UserError('precision=int8 needs torchao: pip install ".[int8]" (or use precision=bf16)')
     from torch._inductor.cpp_builder import get_cpp_compiler
@@ -46,13 +47,15 @@ def check_int8_available() -> None:
         get_cpp_compiler()
     except Exception as e:  # inductor's own error names the compilers it looked for
         raise UserError(f"precision=int8 compiles the generator with inductor, which needs a C++ compiler "
-                        f"(g++ or clang++, or CXX=path): {str(e).splitlines()[0]}; or use precision=bf16") from None
+                        f"(g++ or clang++, or CXX=path): {str(e).splitlines()[0]}; "
+                        f"or use precision=bf16") from None
 
 
 class Int8Generator(nn.Module):
     """A generator quantised to int8 and compiled; called like the float generator it came from,
-    it runs a batch one image at a time (its norms never mix images: batch statistics are refused).
-    Its norm mode was fixed when it was quantised, so train()/eval() do not change it."""
+    it runs a batch one image at a time (so train-mode batch norm is each image's own statistics,
+    as nets.norm.inference_copy(one_image=True) made it). Its norm mode was fixed when it was
+    quantised, so train()/eval() do not change it."""
 
     def __init__(self, graph: torch.fx.GraphModule):
         super().__init__()
@@ -84,8 +87,8 @@ def quantize_generator(net: nn.Module, calibration: list[tuple[torch.Tensor, ...
                        eval_mode: bool) -> Int8Generator:
     """`net` quantised to int8, calibrated on `calibration` (the generator's inputs, one image per
     tuple: an image batch of 1, and for a StarGAN generator its label), norms in eval mode or on
-    each image's own statistics (`eval_mode=False`, the official test's train mode; see
-    nets.norm.inference_copy), and compiled: its first call here builds the kernels for the first
+    each image's own statistics with dropout on (`eval_mode=False`, the official test's train
+    mode; see nets.norm.inference_copy), and compiled: its first call here builds the kernels for the first
     image's size (inputs of another size are compiled for when they come)."""
     check_int8_available()
     with _quiet():
