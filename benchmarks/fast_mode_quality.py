@@ -102,7 +102,7 @@ def one_run(method_name: str, precision: str, seed: int, args: argparse.Namespac
     cfg, _ = config.load(recipe, [
         f"output_dir={tmp}", "data.num_workers=0", "train.log_every=100", f"train.seed={seed}",
         f"data.scenes_seed={seed}", f"runtime.precision={precision}", f"runtime.threads={args.threads}",
-        f"runtime.channels_last={args.channels_last}", *extra])
+        f"runtime.channels_last={args.channels_last}", *extra, *args.set])
     start = time.perf_counter()
     run_dir = train(cfg, f"{method_name}-{precision}-{seed}")
     minutes = (time.perf_counter() - start) / 60
@@ -128,6 +128,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--channels-last", action="store_true", help="also runtime.channels_last=true")
     parser.add_argument("--int8", action="store_true", help="also score fp32 models quantised to int8")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override for every run, e.g. runtime.winograd_min_channels=1 (repeatable)")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmarks"))
     args = parser.parse_args()
     rows = []

@@ -26,6 +26,7 @@ from translate.errors import UserError
 from translate.nets.matmul_conv import let_go_of_kept_casts, use_matmul_for_small_maps
 from translate.nets.norm import use_group_norm
 from translate.nets.thin_conv import split_thin_convs
+from translate.nets.winograd import use_winograd
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,6 +42,8 @@ class Runtime:
     small_map_matmul: bool = False
     split_thin_convs: bool = False
     group_instance_norm: bool = False
+    winograd: bool = False
+    winograd_min_channels: int = 0
     recast_saved_weights: bool = False
 
     @classmethod
@@ -78,6 +81,8 @@ class Runtime:
                    # benchmarks/PERFORMANCE.md), and N ranks should reproduce one process
                    split_thin_convs=cfg.split_thin_convs and device.type == "cpu" and world_size == 1,
                    group_instance_norm=cfg.group_instance_norm and device.type == "cpu" and world_size == 1,
+                   winograd=cfg.winograd and device.type == "cpu" and world_size == 1,
+                   winograd_min_channels=cfg.winograd_min_channels,
                    recast_saved_weights=cfg.recast_saved_weights)
 
     @property
@@ -117,6 +122,8 @@ class Runtime:
             split_thin_convs(net)
         if self.group_instance_norm:
             use_group_norm(net)
+        if self.winograd:  # before the small-map switch, which takes every plain convolution left
+            use_winograd(net, self.winograd_min_channels)
         if self.small_map_matmul:
             use_matmul_for_small_maps(net)
         net = net.to(self.device, memory_format=self.memory_format)
