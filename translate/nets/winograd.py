@@ -1,11 +1,11 @@
 """3x3 convolutions by Winograd's minimal filtering algorithm F(2x2, 3x3).
 
-The ResNet generators (CycleGAN's, StarGAN's) spend most of their time in the 3x3, stride-1
-convolutions of their residual blocks: two thirds of a CycleGAN step at 128 px, where oneDNN's
-direct convolution runs them at 85-92% of this CPU's rate forward but 75% for the weight
-gradient. Winograd's algorithm (Lavin and Gray, 2016; what cuDNN picks for these layers on GPUs)
-computes each 2x2 block of outputs from a 4x4 tile of the input with 16 multiplications per
-input and output channel instead of 36:
+CycleGAN's ResNet generators spend most of their time in the 3x3, stride-1 convolutions of their
+residual blocks: two thirds of a CycleGAN step at 128 px, where oneDNN's direct convolution runs
+them at 85-92% of this CPU's rate forward but 75% for the weight gradient. Winograd's algorithm
+(Lavin and Gray, 2016; what cuDNN picks for these layers on GPUs) computes each 2x2 block of
+outputs from a 4x4 tile of the input with 16 multiplications per input and output channel
+instead of 36:
 
     Y = A^T [ (G g G^T) * (B^T d B) ] A
 
@@ -16,16 +16,20 @@ one small matrix product each. Backward is the same: the output gradient transfo
 batched GEMM for the input's transformed gradient (then B and an overlap-add of the tiles), one
 for the transformed kernel's (then G, by autograd).
 
-Measured on this CPU (256 -> 256 channels on a 32 x 32 map, batch 1, bf16, 2 threads):
-forward 1.67 ms against oneDNN's 2.79. The result is the same function with other rounding; in
-bf16 its error is about twice the direct convolution's (the tiles' sums and differences are
-rounded to bf16 before the products), in float32 it is float32 noise (tests/test_winograd.py).
+Measured on this CPU (256 -> 256 channels on a 32 x 32 map, batch 1, bf16, 2 threads): forward 1.67
+ms against oneDNN's 2.79; a CycleGAN step at 128 px 1.18 against 1.56 s. The result is the same
+function with other rounding; in bf16 its error is about twice the direct convolution's (the tiles'
+sums and differences are rounded to bf16 before the products), in float32 it is float32 noise
+(tests/test_winograd.py).
 
 `use_winograd(net, min_channels)` switches the plain nn.Conv2d layers that qualify (3x3, stride 1,
-undilated, ungrouped, zero padding, at least min_channels channels in and out: narrower layers
-were slower with it here, runtime.winograd_min_channels) to WinogradConv2d in place:
-same parameters and state_dict keys. Maps with an odd output size, or one smaller than 2x2,
-compute as the torch layer.
+undilated, ungrouped, at least min_channels channels in and out: narrower layers were slower
+with it here, runtime.winograd_min_channels) to WinogradConv2d in place: same parameters and
+state_dict keys. Only unpadded layers qualify, whose input is padded before them (the ResNet
+generators of CycleGAN and pix2pix pad by reflection): StarGAN's generator, whose residual layers pad
+with zeros inside the convolution, was no faster with it (forward and backward 0.96-1.09x at
+batch 1 to 16, its no-grad forward at batch 16 0.97x). Maps with an odd output size, or one
+smaller than 2x2, compute as the torch layer.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -128,13 +131,10 @@ class WinogradConv2d(_KeptWeightCast, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or x.dim() != 4:
             return super().forward(x)  # exports and compiled graphs hold the plain convolution
-        pad_h, pad_w = self.padding
-        out_h, out_w = x.shape[-2] + 2 * pad_h - 2, x.shape[-1] + 2 * pad_w - 2
+        out_h, out_w = x.shape[-2] - 2, x.shape[-1] - 2
         if out_h < 2 or out_w < 2 or out_h % 2 or out_w % 2:  # no whole 2x2 blocks
             return super().forward(x)
         kernel = self._weight_matrix()
-        if pad_h or pad_w:
-            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
         return _Winograd3x3.apply(x.to(kernel.dtype), kernel, self.bias)
 
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
@@ -142,10 +142,11 @@ class WinogradConv2d(_KeptWeightCast, nn.Conv2d):
 
 
 def is_winograd(conv: nn.Conv2d, min_channels: int) -> bool:
-    """Whether F(2x2, 3x3) computes `conv`: 3x3, stride 1, undilated, ungrouped, zero padding,
-    at least min_channels wide in and out (for its matrix products to pay)."""
+    """Whether F(2x2, 3x3) computes `conv`: 3x3, stride 1, undilated, ungrouped, unpadded (its
+    input padded before it, as the ResNet generators' reflection pads do), at least min_channels
+    wide in and out (for its matrix products to pay)."""
     return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.dilation == (1, 1)
-            and conv.groups == 1 and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+            and conv.groups == 1 and conv.padding == (0, 0)
             and min(conv.in_channels, conv.out_channels) >= min_channels)
 
 

@@ -75,10 +75,12 @@ class Runtime:
                    channels_last=cfg.channels_last, compile=cfg.compile,
                    # measured on CPUs only; on GPUs cuDNN chooses its own algorithm per shape
                    small_map_matmul=cfg.small_map_matmul and device.type == "cpu",
-                   # these two in one process only: with either, 2 ranks of batch 1 drifted from
-                   # one process of batch 2 after their second step (other rounding, which Adam's
-                   # first step turns into +-lr on near-zero gradients: tests/test_training.py,
-                   # benchmarks/PERFORMANCE.md), and N ranks should reproduce one process
+                   # these three in one process only: with the first two, 2 ranks of batch 1
+                   # drifted from one process of batch 2 after their second step (other rounding,
+                   # which Adam's first step turns into +-lr on near-zero gradients:
+                   # tests/test_training.py, benchmarks/PERFORMANCE.md), and N ranks should
+                   # reproduce one process; Winograd kept out likewise (its rounding differs from
+                   # the plain layer's too; on GPUs cuDNN chooses its own algorithm)
                    split_thin_convs=cfg.split_thin_convs and device.type == "cpu" and world_size == 1,
                    group_instance_norm=cfg.group_instance_norm and device.type == "cpu" and world_size == 1,
                    winograd=cfg.winograd and device.type == "cpu" and world_size == 1,
