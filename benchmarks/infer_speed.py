@@ -7,7 +7,9 @@ Writes --images JPEGs (256x256) to a temporary folder and a CycleGAN generator (
 instance norm, the official test default; or pix2pix's unet_256) as an official-style state
 dict, then runs translate.infer.translate_folder, the function behind `translate-infer`, in each
 mode: decoding, resizing, the network and writing the PNGs all count. The baseline is what the
-official test.py does: one image at a time, fp32, decoding in the main process (num_threads=0).
+official test.py does: one image at a time, fp32, decoding in the main process (num_threads=0),
+torch's own layers (plain_layers=true; the last row is the same with the CPU layer
+reformulations, translate-infer's default).
 Each mode first translates a few images untimed (oneDNN builds its kernels on first use; for
 int8, inductor builds its own, cached on disk). Prints the table (and writes infer_speed.csv /
 .md to --output) with the speed-up over the baseline and the load average; on a machine shared
@@ -41,17 +43,18 @@ from translate.errors import UserError
 from translate.infer import translate_folder
 from translate.nets import build_generator
 
-MODES = [  # (name, batch_size, precision, channels_last, workers)
-    ("baseline: batch 1, fp32, no workers (official test.py)", 1, "fp32", False, 0),
-    ("batch 1, fp32, 2 workers", 1, "fp32", False, 2),
-    ("batch 8, fp32, 2 workers", 8, "fp32", False, 2),
-    ("batch 1, bf16, 2 workers", 1, "bf16", False, 2),
-    ("batch 8, bf16, 2 workers", 8, "bf16", False, 2),
-    ("batch 8, bf16, channels_last, 2 workers", 8, "bf16", True, 2),
-    ("batch 1, bf16, channels_last, 2 workers", 1, "bf16", True, 2),
-    ("batch 1, int8, 2 workers", 1, "int8", False, 2),
-    ("batch 8, int8, 2 workers", 8, "int8", False, 2),
-    ("batch 1, int8, 1 worker", 1, "int8", False, 1),
+MODES = [  # (name, batch_size, precision, channels_last, workers, plain_layers)
+    ("baseline: batch 1, fp32, no workers, torch's layers (official test.py)", 1, "fp32", False, 0, True),
+    ("batch 1, fp32, 2 workers", 1, "fp32", False, 2, False),
+    ("batch 8, fp32, 2 workers", 8, "fp32", False, 2, False),
+    ("batch 1, bf16, 2 workers", 1, "bf16", False, 2, False),
+    ("batch 8, bf16, 2 workers", 8, "bf16", False, 2, False),
+    ("batch 8, bf16, channels_last, 2 workers", 8, "bf16", True, 2, False),
+    ("batch 1, bf16, channels_last, 2 workers", 1, "bf16", True, 2, False),
+    ("batch 1, int8, 2 workers", 1, "int8", False, 2, False),
+    ("batch 8, int8, 2 workers", 8, "int8", False, 2, False),
+    ("batch 1, int8, 1 worker", 1, "int8", False, 1, False),
+    ("batch 1, fp32, no workers (the baseline with the CPU layers)", 1, "fp32", False, 0, False),
 ]
 
 
@@ -115,16 +118,17 @@ def main() -> int:
         torch.save(build_generator(model, 3, 3).state_dict(), checkpoint)
         setup = timed(quantize, "quantize_generator")  # int8's quantising and compiling, once per folder
         first_out = None
-        for name, batch, precision, channels_last, workers in modes:
+        for name, batch, precision, channels_last, workers, plain in modes:
             def translate(folder: str, batch=batch, precision=precision, channels_last=channels_last,
-                          workers=workers) -> tuple[int, float, Path]:
-                out = tmp / f"out-{batch}-{precision}-{channels_last}-{workers}-{folder}"
+                          workers=workers, plain=plain) -> tuple[int, float, Path]:
+                out = tmp / f"out-{batch}-{precision}-{channels_last}-{workers}-{plain}-{folder}"
                 shutil.rmtree(out, ignore_errors=True)
                 setup.clear()
                 start = time.perf_counter()
                 count, _ = translate_folder(InferConfig(
                     checkpoint=str(checkpoint), input=str(tmp / folder), output=str(out), batch_size=batch,
-                    precision=precision, channels_last=channels_last, workers=workers, device="cpu"))
+                    precision=precision, channels_last=channels_last, workers=workers, device="cpu",
+                    plain_layers=plain))
                 return count, time.perf_counter() - start, out
 
             translate("warmup")  # oneDNN's kernels; for int8 also inductor's, cached on disk

@@ -14,8 +14,13 @@ from translate.errors import UserError
 from translate.infer import translate_folder
 from translate.methods import method_from_checkpoint
 from translate.nets import ResnetGenerator
+from translate.nets.matmul_conv import MatmulConv2d
+from translate.nets.norm import GroupInstanceNorm2d
+from translate.nets.thin_conv import RowSplitConv2d
+from translate.nets.winograd import WinogradConv2d
 from translate.train.checkpoint import list_checkpoints
 from translate.train.loop import train
+from translate.train.runtime import Runtime
 
 
 def smooth_images(folder, count, size, seed=0):
@@ -89,3 +94,24 @@ def test_infer_rejects_a_discriminator_checkpoint(tmp_path):
     smooth_images(tmp_path / "in", 1, (32, 32))
     with pytest.raises(UserError, match="latest_net_D_A.pth"):
         translate_folder(InferConfig(checkpoint=str(path), input=str(tmp_path / "in"), output=str(tmp_path / "o")))
+
+
+def test_plain_layers_leave_out_the_cpu_reformulations_and_agree(tmp_path, monkeypatch):
+    wrapped = []
+    wrap = Runtime.wrap
+    monkeypatch.setattr(Runtime, "wrap", lambda self, net: wrapped.append(wrap(self, net)) or wrapped[-1])
+    torch.manual_seed(0)
+    official = tmp_path / "latest_net_G_A.pth"  # 256-channel blocks: Winograd's by default
+    torch.save(ResnetGenerator(3, 3, 64, "instance", False, n_blocks=2).state_dict(), official)
+    smooth_images(tmp_path / "testA", 2, (40, 36))
+    outputs = {}
+    for plain in (False, True):
+        _, outputs[plain] = translate_folder(InferConfig(
+            checkpoint=str(official), input=str(tmp_path / "testA"), output=str(tmp_path / f"out-{plain}"),
+            size=32, workers=0, plain_layers=plain))
+    ours, plain = ({type(m) for m in net.modules()} for net in wrapped)
+    assert {WinogradConv2d, RowSplitConv2d, GroupInstanceNorm2d} <= ours
+    assert not plain & {WinogradConv2d, RowSplitConv2d, GroupInstanceNorm2d, MatmulConv2d}  # the official layers
+    for i in range(2):
+        a, b = (np.asarray(Image.open(outputs[p] / f"img{i}.png")).astype(int) for p in (False, True))
+        assert np.abs(a - b).max() <= 1

@@ -232,6 +232,10 @@ class InferConfig:
     center_crop: int = 0  # StarGAN: centre-crop this many pixels, then resize to size (official: 178 for CelebA)
     workers: int = 2  # processes decoding images while the network computes (0: decode in the main process)
     channels_last: bool = False  # channels-last memory format (see runtime.channels_last)
+    # torch's own layers only, as the official test script runs them: none of the CPU
+    # reformulations of runtime.* (winograd, split_thin_convs, group_instance_norm,
+    # small_map_matmul), which compute the same function faster with other rounding
+    plain_layers: bool = False
 
 
 @dataclass

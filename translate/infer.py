@@ -188,6 +188,13 @@ class InputImages(Dataset):
         return i, transform_image(img, sample_params(self.shape, img.size, random.Random(0), train=False))
 
 
+def runtime_config(cfg: InferConfig) -> RuntimeConfig:
+    """The runtime translate-infer asks for: the CPU's layer reformulations unless plain_layers."""
+    plain = {"winograd": False, "split_thin_convs": False, "group_instance_norm": False,
+             "small_map_matmul": False} if cfg.plain_layers else {}
+    return RuntimeConfig(device=cfg.device, precision=cfg.precision, channels_last=cfg.channels_last, **plain)
+
+
 def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
     for key in ("checkpoint", "input", "output"):
         if not getattr(cfg, key):
@@ -202,8 +209,7 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
         raise UserError(f"workers={cfg.workers} is negative; use 0 (decode in this process) or more")
     if cfg.precision not in PRECISIONS:
         raise UserError(f"precision={cfg.precision} is not one of {', '.join(PRECISIONS)}")
-    runtime = Runtime.setup(RuntimeConfig(device=cfg.device, precision=cfg.precision,
-                                          channels_last=cfg.channels_last))
+    runtime = Runtime.setup(runtime_config(cfg))
     paths = list_images(src, "a folder of images, e.g. testA/*.jpg")
     outputs = output_paths(paths, src, dst)
     row_mode = cfg.target == ["all"]

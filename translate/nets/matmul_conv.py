@@ -70,15 +70,21 @@ class _KeptWeightCast:
     gradients at the end of G's backward).
     """
 
+    # Also keep the matrix of a weight that autocast does not cast: for a matrix that costs more
+    # than a reshape to make (Winograd's transformed kernels), and would otherwise be made, and
+    # saved for backward, once per use
+    keep_uncast: bool = False
+
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # each layer's own reshape
 
     def _weight_matrix(self) -> torch.Tensor:
         weight, device = self.weight, self.weight.device.type
-        if not (torch.is_autocast_enabled(device) and weight.dtype == torch.float32):
+        autocast = torch.is_autocast_enabled(device) and weight.dtype == torch.float32
+        if not (autocast or self.keep_uncast):
             self._cast = None
             return self._matrix(weight)
-        dtype = torch.get_autocast_dtype(device)
+        dtype = torch.get_autocast_dtype(device) if autocast else weight.dtype
         key = (weight.data_ptr(), weight._version, _optimizer_steps, dtype,
                torch.is_grad_enabled() and weight.requires_grad)
         cached = getattr(self, "_cast", None)

@@ -35,12 +35,13 @@ smaller than 2x2, compute as the torch layer.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from translate.nets.matmul_conv import _KeptWeightCast, like_input
+from translate.nets.matmul_conv import _KeptWeightCast
 
 
 @functools.cache
@@ -53,21 +54,50 @@ def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor,
     return tuple(torch.kron(m, m).to(dtype=dtype, device=device) for m in (b_t, g, a_t))
 
 
-def _tiles(x: torch.Tensor, size: int, step: int) -> torch.Tensor:
+# Work buffers, reused by every layer and call (one thread computes them): made afresh, the
+# forward's and backward's intermediate tiles (4-17 MB each at 256 px) came and went between the
+# activations that autograd keeps, and glibc's heap, which the runtime keeps from shrinking
+# (runtime.keep_freed_memory), grew around the holes: a CycleGAN step at 128 px in fp32 peaked
+# at 3.1 GB instead of 1.75.
+_workspace: dict[tuple, torch.Tensor] = {}
+
+
+def _buffer(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Work buffer `name` in like's dtype and device, as a contiguous tensor of `shape`."""
+    key = (name, like.dtype, like.device)
+    numel = math.prod(shape)
+    held = _workspace.get(key)
+    if held is None or held.numel() < numel:
+        held = _workspace[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+    return held[:numel].view(shape)
+
+
+def _format(x: torch.Tensor) -> torch.memory_format:
+    """x's memory format, as like_input reads it (channels-last in, channels-last out)."""
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _tiles(x: torch.Tensor, size: int, step: int, name: str) -> torch.Tensor:
     """The size x size tiles of x (N x C x H x W, any strides) every `step` pixels, gathered as
-    (tile row, tile column) x (N * tiles) x C: one copy."""
+    (tile row, tile column) x (N * tiles) x C into work buffer `name`: one copy."""
     n, c, h, w = x.shape
     sn, sc, sh, sw = x.stride()
     rows, cols = (h - size) // step + 1, (w - size) // step + 1
     view = x.as_strided((size, size, n, rows, cols, c), (sh, sw, sn, step * sh, step * sw, sc))
-    return view.contiguous().view(size * size, n * rows * cols, c)
+    tiles = _buffer(name, (size, size, n, rows, cols, c), x)
+    tiles.copy_(view)
+    return tiles.view(size * size, n * rows * cols, c)
 
 
-def winograd_input(x: torch.Tensor) -> torch.Tensor:
-    """B^T d B for every overlapping 4x4 tile of x: 16 x (N * tiles) x C_in."""
+def winograd_input(x: torch.Tensor, name: str = "") -> torch.Tensor:
+    """B^T d B for every overlapping 4x4 tile of x: 16 x (N * tiles) x C_in (in work buffer
+    `name`, or a new tensor)."""
     b, _, _ = _transforms(x.dtype, x.device)
-    tiles = _tiles(x, 4, 2)
-    return torch.mm(b, tiles.view(16, -1)).view(tiles.shape)
+    tiles = _tiles(x, 4, 2, "input tiles")
+    out = _buffer(name, tuple(tiles.shape), x) if name else torch.empty_like(tiles)
+    torch.mm(b, tiles.view(16, -1), out=out.view(16, -1))
+    return out
 
 
 def winograd_kernel(weight: torch.Tensor) -> torch.Tensor:
@@ -83,18 +113,22 @@ class _Winograd3x3(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         n, _, h, w = x.shape
-        out_h, out_w, c_out = h - 2, w - 2, kernel.shape[1]
+        rows, cols, c_out = (h - 2) // 2, (w - 2) // 2, kernel.shape[1]
         _, _, a = _transforms(x.dtype, x.device)
-        products = torch.bmm(winograd_input(x), kernel.transpose(1, 2))  # 16 x (N * tiles) x C_out
-        blocks = torch.mm(a, products.view(16, -1))  # the 2x2 outputs of every tile
-        y = (blocks.view(2, 2, n, out_h // 2, out_w // 2, c_out).permute(2, 3, 0, 4, 1, 5)
-             .reshape(n, out_h, out_w, c_out).permute(0, 3, 1, 2))  # channels-last
+        transformed = winograd_input(x, "transformed tiles")
+        products = _buffer("products", (16, transformed.shape[1], c_out), x)
+        torch.bmm(transformed, kernel.transpose(1, 2), out=products)  # 16 x (N * tiles) x C_out
+        blocks = _buffer("blocks", (4, products.shape[1] * c_out), x)
+        torch.mm(a, products.view(16, -1), out=blocks)  # the 2x2 outputs of every tile
+        # written once, in x's memory format (as torch's layer returns it)
+        y = torch.empty(n, c_out, 2 * rows, 2 * cols, dtype=x.dtype, device=x.device, memory_format=_format(x))
+        y.view(n, c_out, rows, 2, cols, 2).copy_(blocks.view(2, 2, n, rows, cols, c_out).permute(2, 5, 3, 0, 4, 1))
         if bias is not None:
-            y = y + bias.to(y.dtype).view(1, -1, 1, 1)
+            y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
         ctx.save_for_backward(x, kernel)
         ctx.has_bias = bias is not None
         ctx.bias_dtype = bias.dtype if bias is not None else None
-        return like_input(y, x)
+        return y
 
     @staticmethod
     @once_differentiable
@@ -102,22 +136,28 @@ class _Winograd3x3(torch.autograd.Function):
         x, kernel = ctx.saved_tensors
         grad = grad.to(x.dtype)
         b, _, a = _transforms(x.dtype, x.device)
+        n, c, h, w = x.shape
         # the output gradient, through A: each 2x2 block of it to a 4x4 transformed tile
-        blocks = _tiles(grad, 2, 2)
-        grad_products = torch.mm(a.t(), blocks.view(4, -1)).view(16, blocks.shape[1], blocks.shape[2])
+        blocks = _tiles(grad, 2, 2, "output gradient tiles")
+        grad_products = _buffer("products", (16, blocks.shape[1], blocks.shape[2]), x)
+        torch.mm(a.t(), blocks.view(4, -1), out=grad_products.view(16, -1))
         grad_x = grad_kernel = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_input_tiles = torch.mm(b.t(), torch.bmm(grad_products, kernel).view(16, -1))
-            n, c, h, w = x.shape
-            # overlap-add of the tiles, in float32 (an element gets up to four): 16 strided adds
-            total = torch.zeros(n, h, w, c, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
-            parts = grad_input_tiles.view(4, 4, n, (h - 2) // 2, (w - 2) // 2, c)
+        if ctx.needs_input_grad[0]:  # through the kernel, then B, then each tile added where it was read
+            grad_transformed = _buffer("transformed tiles", (16, blocks.shape[1], c), x)
+            torch.bmm(grad_products, kernel, out=grad_transformed)
+            grad_tiles = _buffer("input tiles", (16, grad_transformed.shape[1] * c), x)
+            torch.mm(b.t(), grad_transformed.view(16, -1), out=grad_tiles)
+            # summed in float32 (an element gets up to four): 16 strided adds
+            total = _buffer("input gradient", (n, h, w, c), x.new_empty((), dtype=torch.promote_types(
+                x.dtype, torch.float32))).zero_()
+            parts = grad_tiles.view(4, 4, n, (h - 2) // 2, (w - 2) // 2, c)
             for i in range(4):
                 for j in range(4):
                     total[:, i:i + h - 3:2, j:j + w - 3:2] += parts[i, j]
-            grad_x = like_input(total.to(x.dtype).permute(0, 3, 1, 2), x)
-        if ctx.needs_input_grad[1]:
-            grad_kernel = torch.bmm(grad_products.transpose(1, 2), winograd_input(x))
+            grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_format(x))
+            grad_x.copy_(total.permute(0, 3, 1, 2))
+        if ctx.needs_input_grad[1]:  # (then through G back to the weight, by autograd, once per update)
+            grad_kernel = torch.bmm(grad_products.transpose(1, 2), winograd_input(x, "transformed tiles"))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 2, 3), dtype=torch.promote_types(grad.dtype, torch.float32)).to(ctx.bias_dtype)
         return grad_x, grad_kernel, grad_bias
@@ -125,8 +165,11 @@ class _Winograd3x3(torch.autograd.Function):
 
 class WinogradConv2d(_KeptWeightCast, nn.Conv2d):
     """nn.Conv2d (3x3, stride 1) computed by Winograd's F(2x2, 3x3): the same result to float
-    rounding. Under autocast the transformed kernel is made from the weight's cast once per
-    update (the kept cast of matmul_conv), and gradients reach the weight through it."""
+    rounding. The transformed kernel is made once per update (from the weight's cast under
+    autocast: the kept cast of matmul_conv, also kept in float32) and shared by the layer's uses
+    in a step, which save it for backward once; gradients reach the weight through it."""
+
+    keep_uncast = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or x.dim() != 4:
