@@ -149,8 +149,8 @@ def test_runtime_switches_resnet_blocks_on_the_cpu_before_the_small_map_switch()
         runtime = Runtime.setup(RuntimeConfig(device="cpu", winograd=enabled, winograd_min_channels=32,
                                               keep_freed_memory=False))
         net = runtime.wrap(ResnetGenerator(3, 3, 8, n_blocks=1))
-        kinds = [type(m) for m in net.modules() if type(m) in (WinogradConv2d, MatmulConv2d) and m.kernel_size == (3, 3)
-                 and m.stride == (1, 1)]
+        kinds = [type(m) for m in net.modules()
+                 if type(m) in (WinogradConv2d, MatmulConv2d) and m.kernel_size == (3, 3) and m.stride == (1, 1)]
         assert kinds == [WinogradConv2d if enabled else MatmulConv2d] * 2
     default = Runtime.setup(RuntimeConfig(device="cpu", keep_freed_memory=False))
     assert default.winograd and default.winograd_min_channels == 256

@@ -143,11 +143,12 @@ class RuntimeConfig:
     # On the CPU in one process, parameter-free instance norm (CycleGAN, pix2pix) computed as a
     # group norm: the same maths, 1.5-2.3x faster with its ReLU (translate/nets/norm.py)
     group_instance_norm: bool = True
-    # On the CPU in one process, 3x3 stride-1 convolutions with at least winograd_min_channels
-    # channels in and out (the ResNet generators' residual blocks: 256) by Winograd's F(2x2, 3x3):
-    # 2.25x fewer multiplications, the same function to float rounding (translate/nets/winograd.py).
+    # On the CPU in one process, unpadded 3x3 stride-1 convolutions with at least
+    # winograd_min_channels channels in and out (CycleGAN's residual blocks, after their reflection
+    # pads: 256) by Winograd's F(2x2, 3x3): 2.25x fewer multiplications, the same function to float
+    # rounding; CycleGAN steps 1.3x faster, 0.1-0.35 GB more memory (translate/nets/winograd.py).
     # Narrower layers were slower with it here: a ResNet generator's forwards and backward with
-    # 128-channel blocks 0.83x, 64 channels 0.65-0.73x; 256 channels 1.03-1.27x
+    # 128-channel blocks 0.83x, 64 channels 0.65-0.73x; 256 channels 1.05-1.27x
     winograd: bool = True
     winograd_min_channels: int = 256
     # glibc malloc keeps freed memory instead of unmapping every block above 32 MB (page faults

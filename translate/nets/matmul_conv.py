@@ -127,10 +127,15 @@ def _let_go_of_cast(owner: weakref.ref, key: tuple, grad: torch.Tensor) -> None:
         layer._cast = None
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels-last 4-d tensor that is not also contiguous, else contiguous."""
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def like_input(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """y in x's memory format (channels_last in, channels_last out, as torch's layers do)."""
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return y.contiguous(memory_format=memory_format_of(x))
 
 
 class MatmulConv2d(_KeptWeightCast, nn.Conv2d):

@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from translate.nets.matmul_conv import _KeptWeightCast
+from translate.nets.matmul_conv import _KeptWeightCast, memory_format_of
 
 
 @functools.cache
@@ -54,28 +55,22 @@ def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor,
     return tuple(torch.kron(m, m).to(dtype=dtype, device=device) for m in (b_t, g, a_t))
 
 
-# Work buffers, reused by every layer and call (one thread computes them): made afresh, the
-# forward's and backward's intermediate tiles (4-17 MB each at 256 px) came and went between the
-# activations that autograd keeps, and glibc's heap, which the runtime keeps from shrinking
+# Work buffers, reused by every layer and call in a thread: made afresh, the forward's and
+# backward's intermediate tiles (4-17 MB each at 256 px) came and went between the activations
+# that autograd keeps, and glibc's heap, which the runtime keeps from shrinking
 # (runtime.keep_freed_memory), grew around the holes: a CycleGAN step at 128 px in fp32 peaked
 # at 3.1 GB instead of 1.75.
-_workspace: dict[tuple, torch.Tensor] = {}
+_workspace = threading.local()
 
 
-def _buffer(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """Work buffer `name` in like's dtype and device, as a contiguous tensor of `shape`."""
-    key = (name, like.dtype, like.device)
-    numel = math.prod(shape)
-    held = _workspace.get(key)
+def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """This thread's work buffer `name`, as a contiguous tensor of `shape`."""
+    buffers = _workspace.__dict__.setdefault("buffers", {})
+    key, numel = (name, dtype, device), math.prod(shape)
+    held = buffers.get(key)
     if held is None or held.numel() < numel:
-        held = _workspace[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        held = buffers[key] = torch.empty(numel, dtype=dtype, device=device)
     return held[:numel].view(shape)
-
-
-def _format(x: torch.Tensor) -> torch.memory_format:
-    """x's memory format, as like_input reads it (channels-last in, channels-last out)."""
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def _tiles(x: torch.Tensor, size: int, step: int, name: str) -> torch.Tensor:
@@ -85,7 +80,7 @@ def _tiles(x: torch.Tensor, size: int, step: int, name: str) -> torch.Tensor:
     sn, sc, sh, sw = x.stride()
     rows, cols = (h - size) // step + 1, (w - size) // step + 1
     view = x.as_strided((size, size, n, rows, cols, c), (sh, sw, sn, step * sh, step * sw, sc))
-    tiles = _buffer(name, (size, size, n, rows, cols, c), x)
+    tiles = _buffer(name, (size, size, n, rows, cols, c), x.dtype, x.device)
     tiles.copy_(view)
     return tiles.view(size * size, n * rows * cols, c)
 
@@ -95,7 +90,7 @@ def winograd_input(x: torch.Tensor, name: str = "") -> torch.Tensor:
     `name`, or a new tensor)."""
     b, _, _ = _transforms(x.dtype, x.device)
     tiles = _tiles(x, 4, 2, "input tiles")
-    out = _buffer(name, tuple(tiles.shape), x) if name else torch.empty_like(tiles)
+    out = _buffer(name, tuple(tiles.shape), x.dtype, x.device) if name else torch.empty_like(tiles)
     torch.mm(b, tiles.view(16, -1), out=out.view(16, -1))
     return out
 
@@ -116,12 +111,13 @@ class _Winograd3x3(torch.autograd.Function):
         rows, cols, c_out = (h - 2) // 2, (w - 2) // 2, kernel.shape[1]
         _, _, a = _transforms(x.dtype, x.device)
         transformed = winograd_input(x, "transformed tiles")
-        products = _buffer("products", (16, transformed.shape[1], c_out), x)
+        products = _buffer("products", (16, transformed.shape[1], c_out), x.dtype, x.device)
         torch.bmm(transformed, kernel.transpose(1, 2), out=products)  # 16 x (N * tiles) x C_out
-        blocks = _buffer("blocks", (4, products.shape[1] * c_out), x)
+        blocks = _buffer("blocks", (4, products.shape[1] * c_out), x.dtype, x.device)
         torch.mm(a, products.view(16, -1), out=blocks)  # the 2x2 outputs of every tile
         # written once, in x's memory format (as torch's layer returns it)
-        y = torch.empty(n, c_out, 2 * rows, 2 * cols, dtype=x.dtype, device=x.device, memory_format=_format(x))
+        y = torch.empty(n, c_out, 2 * rows, 2 * cols, dtype=x.dtype, device=x.device,
+                        memory_format=memory_format_of(x))
         y.view(n, c_out, rows, 2, cols, 2).copy_(blocks.view(2, 2, n, rows, cols, c_out).permute(2, 5, 3, 0, 4, 1))
         if bias is not None:
             y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
@@ -139,27 +135,28 @@ class _Winograd3x3(torch.autograd.Function):
         n, c, h, w = x.shape
         # the output gradient, through A: each 2x2 block of it to a 4x4 transformed tile
         blocks = _tiles(grad, 2, 2, "output gradient tiles")
-        grad_products = _buffer("products", (16, blocks.shape[1], blocks.shape[2]), x)
+        grad_products = _buffer("products", (16, blocks.shape[1], blocks.shape[2]), x.dtype, x.device)
         torch.mm(a.t(), blocks.view(4, -1), out=grad_products.view(16, -1))
         grad_x = grad_kernel = grad_bias = None
         if ctx.needs_input_grad[0]:  # through the kernel, then B, then each tile added where it was read
-            grad_transformed = _buffer("transformed tiles", (16, blocks.shape[1], c), x)
+            grad_transformed = _buffer("transformed tiles", (16, blocks.shape[1], c), x.dtype, x.device)
             torch.bmm(grad_products, kernel, out=grad_transformed)
-            grad_tiles = _buffer("input tiles", (16, grad_transformed.shape[1] * c), x)
+            grad_tiles = _buffer("input tiles", (16, grad_transformed.shape[1] * c), x.dtype, x.device)
             torch.mm(b.t(), grad_transformed.view(16, -1), out=grad_tiles)
             # summed in float32 (an element gets up to four): 16 strided adds
-            total = _buffer("input gradient", (n, h, w, c), x.new_empty((), dtype=torch.promote_types(
-                x.dtype, torch.float32))).zero_()
+            accumulate = torch.promote_types(x.dtype, torch.float32)
+            total = _buffer("input gradient", (n, h, w, c), accumulate, x.device).zero_()
             parts = grad_tiles.view(4, 4, n, (h - 2) // 2, (w - 2) // 2, c)
             for i in range(4):
                 for j in range(4):
                     total[:, i:i + h - 3:2, j:j + w - 3:2] += parts[i, j]
-            grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_format(x))
+            grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
             grad_x.copy_(total.permute(0, 3, 1, 2))
         if ctx.needs_input_grad[1]:  # (then through G back to the weight, by autograd, once per update)
             grad_kernel = torch.bmm(grad_products.transpose(1, 2), winograd_input(x, "transformed tiles"))
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad.sum((0, 2, 3), dtype=torch.promote_types(grad.dtype, torch.float32)).to(ctx.bias_dtype)
+            total_dtype = torch.promote_types(grad.dtype, torch.float32)
+            grad_bias = grad.sum((0, 2, 3), dtype=total_dtype).to(ctx.bias_dtype)
         return grad_x, grad_kernel, grad_bias
 
 
