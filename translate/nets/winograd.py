@@ -17,19 +17,19 @@ batched GEMM for the input's transformed gradient (then B and an overlap-add of 
 for the transformed kernel's (then G, by autograd).
 
 Measured on this CPU (256 -> 256 channels on a 32 x 32 map, batch 1, bf16, 2 threads): forward 1.67
-ms against oneDNN's 2.79; a CycleGAN step at 128 px 1.18 against 1.56 s. The result is the same
-function with other rounding; in bf16 its error is about twice the direct convolution's (the tiles'
-sums and differences are rounded to bf16 before the products), in float32 it is float32 noise
-(tests/test_winograd.py).
+ms against oneDNN's 2.79; a CycleGAN step at 128 px 1.22-1.36 against 1.60-1.78 s. The result is
+the same function with other rounding; in bf16 its error is about twice the direct convolution's
+(the tiles' sums and differences are rounded to bf16 before the products), in float32 it is float32
+noise (tests/test_winograd.py).
 
 `use_winograd(net, min_channels)` switches the plain nn.Conv2d layers that qualify (3x3, stride 1,
-undilated, ungrouped, at least min_channels channels in and out: narrower layers were slower
-with it here, runtime.winograd_min_channels) to WinogradConv2d in place: same parameters and
-state_dict keys. Only unpadded layers qualify, whose input is padded before them (the ResNet
-generators of CycleGAN and pix2pix pad by reflection): StarGAN's generator, whose residual layers pad
-with zeros inside the convolution, was no faster with it (forward and backward 0.96-1.09x at
-batch 1 to 16, its no-grad forward at batch 16 0.97x). Maps with an odd output size, or one
-smaller than 2x2, compute as the torch layer.
+undilated, ungrouped, at least min_channels channels in and out: narrower layers were slower with
+it here, runtime.winograd_min_channels) to WinogradConv2d in place: same parameters and state_dict
+keys. Only unpadded layers qualify, whose input is padded before them (the ResNet generators of
+CycleGAN and pix2pix pad by reflection): StarGAN's generator, whose residual layers pad with zeros
+inside the convolution, was no faster with it (forward and backward 0.96-1.09x at batch 1 to 16,
+its no-grad forward at batch 16 0.97x). Maps with an odd output size, or one smaller than 2x2,
+compute as the torch layer.
 """
 
 from __future__ import annotations
