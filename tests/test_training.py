@@ -18,6 +18,7 @@ from translate.data import build_dataset
 from translate.errors import UserError
 from translate.methods import build_method, method_from_checkpoint
 from translate.methods.cyclegan import CycleGAN
+from translate.nets.winograd import WinogradConv2d
 from translate.train import checkpoint as ckpt
 from translate.train.loop import LinearDecay, Trainer, TrainingDiverged, train
 from translate.train.runtime import Runtime
@@ -80,9 +81,16 @@ def test_gradients_are_freed_once_their_optimiser_steps(tmp_path):
     trainer.logger.close()
 
 
-def test_resume_continues_exactly(tmp_path):
-    whole = train(tiny_config(tmp_path / "a"), "whole")
-    part = train(tiny_config(tmp_path / "b", train__max_steps=6), "part")
+@pytest.mark.parametrize("layers", [{}, {"runtime__winograd_min_channels": 1}], ids=["default", "winograd"])
+def test_resume_continues_exactly(tmp_path, layers):
+    if layers:  # the tiny generator's 32-channel residual blocks by Winograd's F(2x2, 3x3)
+        cfg = tiny_config(tmp_path / "probe", **layers)
+        trainer = Trainer(cfg, tmp_path / "probe", Runtime.setup(cfg.runtime),
+                          build_dataset(cfg.data, "train", False, True))
+        assert any(type(m) is WinogradConv2d for m in trainer.method.nets["G_A"].modules())
+        trainer.logger.close()
+    whole = train(tiny_config(tmp_path / "a", **layers), "whole")
+    part = train(tiny_config(tmp_path / "b", train__max_steps=6, **layers), "part")
     assert [int(r["step"]) for r in read_losses(part)] == list(range(1, 7))
     from translate.train.loop import load_run_config
     train(load_run_config(part, ["train.max_steps=0"]), "part", resume_dir=part)
