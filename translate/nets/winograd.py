@@ -122,7 +122,6 @@ class _Winograd3x3(torch.autograd.Function):
         if bias is not None:
             y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
         ctx.save_for_backward(x, kernel)
-        ctx.has_bias = bias is not None
         ctx.bias_dtype = bias.dtype if bias is not None else None
         return y
 
@@ -133,6 +132,7 @@ class _Winograd3x3(torch.autograd.Function):
         grad = grad.to(x.dtype)
         b, _, a = _transforms(x.dtype, x.device)
         n, c, h, w = x.shape
+        accumulate = torch.promote_types(x.dtype, torch.float32)  # where gradients are summed
         # the output gradient, through A: each 2x2 block of it to a 4x4 transformed tile
         blocks = _tiles(grad, 2, 2, "output gradient tiles")
         grad_products = _buffer("products", (16, blocks.shape[1], blocks.shape[2]), x.dtype, x.device)
@@ -144,7 +144,6 @@ class _Winograd3x3(torch.autograd.Function):
             grad_tiles = _buffer("input tiles", (16, grad_transformed.shape[1] * c), x.dtype, x.device)
             torch.mm(b.t(), grad_transformed.view(16, -1), out=grad_tiles)
             # summed in float32 (an element gets up to four): 16 strided adds
-            accumulate = torch.promote_types(x.dtype, torch.float32)
             total = _buffer("input gradient", (n, h, w, c), accumulate, x.device).zero_()
             parts = grad_tiles.view(4, 4, n, (h - 2) // 2, (w - 2) // 2, c)
             for i in range(4):
@@ -154,9 +153,8 @@ class _Winograd3x3(torch.autograd.Function):
             grad_x.copy_(total.permute(0, 3, 1, 2))
         if ctx.needs_input_grad[1]:  # (then through G back to the weight, by autograd, once per update)
             grad_kernel = torch.bmm(grad_products.transpose(1, 2), winograd_input(x, "transformed tiles"))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            total_dtype = torch.promote_types(grad.dtype, torch.float32)
-            grad_bias = grad.sum((0, 2, 3), dtype=total_dtype).to(ctx.bias_dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum((0, 2, 3), dtype=accumulate).to(ctx.bias_dtype)
         return grad_x, grad_kernel, grad_bias
 
 
