@@ -81,13 +81,16 @@ def test_gradients_are_freed_once_their_optimiser_steps(tmp_path):
     trainer.logger.close()
 
 
-@pytest.mark.parametrize("layers", [{}, {"runtime__winograd_min_channels": 1}], ids=["default", "winograd"])
+@pytest.mark.parametrize("layers", [{}, {"runtime__winograd_min_channels": 1},
+                                    {"runtime__winograd_min_channels": 1, "runtime__winograd_output_tile": 4}],
+                         ids=["default", "winograd", "winograd4x4"])
 def test_resume_continues_exactly(tmp_path, layers):
-    if layers:  # the tiny generator's 32-channel residual blocks by Winograd's F(2x2, 3x3)
+    if layers:  # the tiny generator's 32-channel residual blocks by Winograd's F(2x2, 3x3) or F(4x4, 3x3)
         cfg = tiny_config(tmp_path / "probe", **layers)
         trainer = Trainer(cfg, tmp_path / "probe", Runtime.setup(cfg.runtime),
                           build_dataset(cfg.data, "train", False, True))
-        assert any(type(m) is WinogradConv2d for m in trainer.method.nets["G_A"].modules())
+        switched = [m for m in trainer.method.nets["G_A"].modules() if type(m) is WinogradConv2d]
+        assert switched and all(m.output_tile == cfg.runtime.winograd_output_tile for m in switched)
         trainer.logger.close()
     whole = train(tiny_config(tmp_path / "a", **layers), "whole")
     part = train(tiny_config(tmp_path / "b", train__max_steps=6, **layers), "part")

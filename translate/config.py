@@ -143,14 +143,22 @@ class RuntimeConfig:
     # On the CPU in one process, parameter-free instance norm (CycleGAN, pix2pix) computed as a
     # group norm: the same maths, 1.5-2.3x faster with its ReLU (translate/nets/norm.py)
     group_instance_norm: bool = True
-    # On the CPU in one process, unpadded 3x3 stride-1 convolutions with at least
-    # winograd_min_channels channels in and out (CycleGAN's residual blocks, after their reflection
-    # pads: 256) by Winograd's F(2x2, 3x3): 2.25x fewer multiplications, the same function to float
-    # rounding; CycleGAN steps 1.3x faster, 0.1-0.35 GB more memory (translate/nets/winograd.py).
-    # Narrower layers were slower with it here: a ResNet generator's forwards and backward with
-    # 128-channel blocks 0.83x, 64 channels 0.65-0.73x; 256 channels 1.05-1.27x
+    # On the CPU in one process, 3x3 stride-1 convolutions with at least winograd_min_channels
+    # channels in and out (the residual blocks: 256) by Winograd's algorithm: the same function to
+    # float rounding with 2.25x (F(2x2, 3x3)) or 4x (F(4x4, 3x3)) fewer multiplications; CycleGAN
+    # steps 1.3x faster, 0.1-0.5 GB more memory (translate/nets/winograd.py). Narrower layers were
+    # slower with it here: a ResNet generator's forwards and backward with 128-channel blocks
+    # 0.83x, 64 channels 0.65-0.73x; 256 channels 1.05-1.27x
     winograd: bool = True
     winograd_min_channels: int = 256
+    # Winograd's output tile. 0: F(4x4, 3x3) in float32 on maps of at least 64 x 64 pixels per
+    # channel over the batch (CycleGAN at 256 px, StarGAN; fp32 steps 1.16-1.19x faster than with
+    # F(2x2)), F(2x2, 3x3) otherwise and in bf16. 4: F(4x4) in bf16 too, faster still (bf16 steps
+    # 1.13x for StarGAN, 1.28x for CycleGAN at 256 px) but 7-8x the direct convolution's rounding
+    # error where F(2x2) has 2x, so an opt-in, as TF32 is on GPUs. 2: F(2x2) everywhere. Layers
+    # that pad with zeros themselves (StarGAN's) are switched in float32 or with 4 only: F(2x2)
+    # in bf16 was no faster there
+    winograd_output_tile: int = 0
     # glibc malloc keeps freed memory instead of unmapping every block above 32 MB (page faults
     # on every large tensor of every step; translate/train/runtime.py keep_freed_memory)
     keep_freed_memory: bool = True

@@ -78,6 +78,9 @@ class _KeptWeightCast:
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # each layer's own reshape
 
+    def _matrix_variant(self) -> object:
+        return None  # what else _matrix depends on, if anything (Winograd's tile size)
+
     def _weight_matrix(self) -> torch.Tensor:
         weight, device = self.weight, self.weight.device.type
         autocast = torch.is_autocast_enabled(device) and weight.dtype == torch.float32
@@ -86,7 +89,7 @@ class _KeptWeightCast:
             return self._matrix(weight)
         dtype = torch.get_autocast_dtype(device) if autocast else weight.dtype
         key = (weight.data_ptr(), weight._version, _optimizer_steps, dtype,
-               torch.is_grad_enabled() and weight.requires_grad)
+               torch.is_grad_enabled() and weight.requires_grad, self._matrix_variant())
         cached = getattr(self, "_cast", None)
         if cached is None or cached[0] != key:
             # cast, then reshape: a view of a parameter's cast, which backward can make again

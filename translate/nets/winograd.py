@@ -1,35 +1,37 @@
-"""3x3 convolutions by Winograd's minimal filtering algorithm F(2x2, 3x3).
+"""3x3 convolutions by Winograd's minimal filtering algorithms F(2x2, 3x3) and F(4x4, 3x3).
 
 CycleGAN's ResNet generators spend most of their time in the 3x3, stride-1 convolutions of their
 residual blocks: two thirds of a CycleGAN step at 128 px, where oneDNN's direct convolution runs
 them at 85-92% of this CPU's rate forward but 75% for the weight gradient. Winograd's algorithm
-(Lavin and Gray, 2016; what cuDNN picks for these layers on GPUs) computes each 2x2 block of
-outputs from a 4x4 tile of the input with 16 multiplications per input and output channel
-instead of 36:
+(Lavin and Gray, 2016; what cuDNN picks for these layers on GPUs) computes each m x m block of
+outputs from an (m + 2) x (m + 2) tile of the input with (m + 2)^2 multiplications per input and
+output channel instead of 9 m^2: 16 instead of 36 for m = 2, 36 instead of 144 for m = 4:
 
     Y = A^T [ (G g G^T) * (B^T d B) ] A
 
-over overlapping 4x4 tiles d (stride 2), with the 3x3 kernel g transformed once per weight. The
-16 element-wise products summed over input channels are 16 matrix products, one batched GEMM of
-(tiles x C_in) @ (C_in x C_out); the tile transforms have only 0 and +-1 coefficients and are
-one small matrix product each. Backward is the same: the output gradient transformed by A, one
-batched GEMM for the input's transformed gradient (then B and an overlap-add of the tiles), one
-for the transformed kernel's (then G, by autograd).
+over overlapping tiles d (stride m), with the 3x3 kernel g transformed once per weight. The
+(m + 2)^2 element-wise products summed over input channels are one batched GEMM of
+(tiles x C_in) @ (C_in x C_out); the tile transforms are one small matrix product each, with
+the matrices built by Toom-Cook from interpolation points (_toom_cook). Backward is the same:
+the output gradient transformed by A, one batched GEMM for the input's transformed gradient
+(then B and an overlap-add of the tiles), one for the transformed kernel's (then G, by autograd).
 
-Measured on this CPU (256 -> 256 channels on a 32 x 32 map, batch 1, bf16, 2 threads): forward 1.67
-ms against oneDNN's 2.79; a CycleGAN step at 128 px 1.22-1.36 against 1.60-1.78 s. The result is
-the same function with other rounding; in bf16 its error is about twice the direct convolution's
-(the tiles' sums and differences are rounded to bf16 before the products), in float32 it is float32
-noise (tests/test_winograd.py).
+The result is the same function with other rounding: float32 noise in float32 (tests/
+test_winograd.py), but in bf16, where the transformed tiles and kernels are rounded to 8 bits
+before the products, 2x the direct convolution's error for F(2x2) and 7-8x for F(4x4), whose
+output transform multiplies by up to 8. So the automatic tile (output_tile_for) takes F(4x4)
+only in float32, on large maps, where it is fastest; in bf16 F(2x2). Measured on this CPU
+(256 -> 256 channels, 2 threads): bf16 forward at batch 1 on 32 x 32 1.67 ms against oneDNN's
+2.79, a CycleGAN step at 128 px 1.22-1.36 against 1.60-1.78 s; more below output_tile_for.
 
-`use_winograd(net, min_channels)` switches the plain nn.Conv2d layers that qualify (3x3, stride 1,
-undilated, ungrouped, at least min_channels channels in and out: narrower layers were slower with
-it here, runtime.winograd_min_channels) to WinogradConv2d in place: same parameters and state_dict
-keys. Only unpadded layers qualify, whose input is padded before them (the ResNet generators of
-CycleGAN and pix2pix pad by reflection): StarGAN's generator, whose residual layers pad with zeros
-inside the convolution, was no faster with it (forward and backward 0.96-1.09x at batch 1 to 16,
-its no-grad forward at batch 16 0.97x). Maps with an odd output size, or one smaller than 2x2,
-compute as the torch layer.
+`use_winograd(net, min_channels, output_tile, zero_padded)` switches the plain nn.Conv2d layers
+that qualify (3x3, stride 1, undilated, ungrouped, at least min_channels channels in and out:
+narrower layers were slower with it here, runtime.winograd_min_channels) to WinogradConv2d in
+place: same parameters and state_dict keys. Unpadded layers, whose input is padded before them
+(the ResNet generators of CycleGAN and pix2pix pad by reflection), and with zero_padded, layers
+that pad with zeros themselves (StarGAN's generator): the runtime includes those in float32 or
+with F(4x4) only, as with F(2x2) in bf16 they were no faster (0.86-1.09x). Maps without whole
+m x m output blocks compute as the torch layer.
 """
 
 from __future__ import annotations
@@ -45,14 +47,44 @@ from torch.autograd.function import once_differentiable
 from translate.nets.matmul_conv import _KeptWeightCast, memory_format_of
 
 
+# Interpolation points of each output tile size: F(2x2, 3x3) takes 0 and +-1 (with infinity),
+# whose transforms have only 0 and +-1 coefficients; F(4x4, 3x3) adds 2 and -1/2, which gave the
+# smallest bf16 error of the usual choices here (0.017 of the output's RMS against 0.025 for
+# +-2 or +-1/2; the direct convolution's is 0.003-0.004).
+_POINTS = {2: (0.0, 1.0, -1.0), 4: (0.0, 1.0, -1.0, 2.0, -0.5)}
+
+
+def _polynomial(roots: list[float]) -> list[float]:
+    """Coefficients, lowest power first, of the product of (x - r) over `roots`."""
+    coefficients = [1.0]
+    for r in roots:
+        coefficients = [a - r * b for a, b in zip([0.0, *coefficients], [*coefficients, 0.0], strict=True)]
+    return coefficients
+
+
+def _toom_cook(m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """F(m, 3)'s one-dimensional matrices B^T (n x n), G (n x 3) and A^T (m x n), n = m + 2, by
+    Toom-Cook from the finite points p and infinity: A^T holds the powers of each point, G each
+    point's powers over the product of its differences to the others, and B^T the coefficients
+    of the product of (x - p) over the other points (over all of them for infinity's row)."""
+    points, n = _POINTS[m], m + 2
+    b_t, g, a_t = (torch.zeros(size, dtype=torch.float64) for size in ((n, n), (n, 3), (m, n)))
+    for j, p in enumerate(points):
+        others = [q for q in points if q != p]
+        b_t[j] = torch.tensor([*_polynomial(others), 0.0], dtype=torch.float64)
+        g[j] = torch.tensor([p ** k for k in range(3)], dtype=torch.float64) / math.prod(p - q for q in others)
+        a_t[:, j] = torch.tensor([p ** i for i in range(m)], dtype=torch.float64)
+    b_t[n - 1] = torch.tensor(_polynomial(list(points)), dtype=torch.float64)
+    g[n - 1, 2] = a_t[m - 1, n - 1] = 1.0
+    return b_t, g, a_t
+
+
 @functools.cache
-def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """F(2x2, 3x3)'s matrices as Kronecker products over a tile's rows and columns:
-    input (16 x 16: 4x4 tile -> 4x4 transformed tile), kernel (16 x 9) and output (4 x 16)."""
-    b_t = torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float64)
-    g = torch.tensor([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=torch.float64)
-    a_t = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float64)
-    return tuple(torch.kron(m, m).to(dtype=dtype, device=device) for m in (b_t, g, a_t))
+def _transforms(m: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """F(m x m, 3x3)'s matrices as Kronecker products over a tile's rows and columns, n = m + 2:
+    input (n^2 x n^2: an n x n tile to its transformed tile), kernel (n^2 x 9) and output
+    (m^2 x n^2)."""
+    return tuple(torch.kron(t, t).to(dtype=dtype, device=device) for t in _toom_cook(m))
 
 
 # Work buffers, reused by every layer and call in a thread: made afresh, the forward's and
@@ -73,9 +105,21 @@ def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch
     return held[:numel].view(shape)
 
 
+def _padded(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """x with `pad` zeros around it (a layer's own zero padding), channels-last in a work buffer."""
+    if pad == 0:
+        return x
+    n, c, h, w = x.shape
+    padded = _buffer("padded input", (n, h + 2 * pad, w + 2 * pad, c), x.dtype, x.device).permute(0, 3, 1, 2)
+    for border in (padded[..., :pad, :], padded[..., -pad:, :], padded[..., :pad], padded[..., -pad:]):
+        border.zero_()
+    padded[..., pad:-pad, pad:-pad].copy_(x)
+    return padded
+
+
 def _tiles(x: torch.Tensor, size: int, step: int, name: str) -> torch.Tensor:
     """The size x size tiles of x (N x C x H x W, any strides) every `step` pixels, gathered as
-    (tile row, tile column) x (N * tiles) x C into work buffer `name`: one copy."""
+    size^2 x (N * tiles) x C into work buffer `name`: one copy."""
     n, c, h, w = x.shape
     sn, sc, sh, sw = x.stride()
     rows, cols = (h - size) // step + 1, (w - size) // step + 1
@@ -85,113 +129,177 @@ def _tiles(x: torch.Tensor, size: int, step: int, name: str) -> torch.Tensor:
     return tiles.view(size * size, n * rows * cols, c)
 
 
-def winograd_input(x: torch.Tensor, name: str = "") -> torch.Tensor:
-    """B^T d B for every overlapping 4x4 tile of x: 16 x (N * tiles) x C_in (in work buffer
-    `name`, or a new tensor)."""
-    b, _, _ = _transforms(x.dtype, x.device)
-    tiles = _tiles(x, 4, 2, "input tiles")
+def winograd_input(x: torch.Tensor, m: int = 2, name: str = "") -> torch.Tensor:
+    """B^T d B for every overlapping (m + 2) x (m + 2) tile d of x (already padded), every m
+    pixels: (m + 2)^2 x (N * tiles) x C_in (in work buffer `name`, or a new tensor)."""
+    b, _, _ = _transforms(m, x.dtype, x.device)
+    tiles = _tiles(x, m + 2, m, "input tiles")
     out = _buffer(name, tuple(tiles.shape), x.dtype, x.device) if name else torch.empty_like(tiles)
-    torch.mm(b, tiles.view(16, -1), out=out.view(16, -1))
+    torch.mm(b, tiles.view(len(tiles), -1), out=out.view(len(tiles), -1))
     return out
 
 
-def winograd_kernel(weight: torch.Tensor) -> torch.Tensor:
-    """G g G^T for every kernel g of `weight` (C_out x C_in x 3 x 3): 16 x C_out x C_in."""
-    _, g, _ = _transforms(weight.dtype, weight.device)
+def winograd_kernel(weight: torch.Tensor, m: int = 2) -> torch.Tensor:
+    """G g G^T for every kernel g of `weight` (C_out x C_in x 3 x 3): (m + 2)^2 x C_out x C_in."""
+    _, g, _ = _transforms(m, weight.dtype, weight.device)
     c_out, c_in = weight.shape[:2]
-    return torch.mm(g, weight.permute(2, 3, 0, 1).reshape(9, c_out * c_in)).view(16, c_out, c_in)
+    return torch.mm(g, weight.permute(2, 3, 0, 1).reshape(9, c_out * c_in)).view(-1, c_out, c_in)
+
+
+def _overlap_add(tiles: torch.Tensor, m: int, dtype: torch.dtype) -> torch.Tensor:
+    """The sum of `tiles` (size x size x N x rows x cols x C: one tile every m pixels, overlapping
+    the next by size - m <= m) placed where they were read, in `dtype`: N x C x (rows + 1) m x
+    (cols + 1) m, channels-last (the map they were read from, and the rest of a last block of
+    m). Columns first, then rows: each pass copies every tile's first m positions in place and
+    adds its other size - m to the next block's, three passes over the tiles instead of one add
+    per tile position (36 strided adds for F(4x4, 3x3))."""
+    size, _, n, rows, cols, c = tiles.shape
+
+    def fold(values: torch.Tensor, out: torch.Tensor) -> None:  # (..., blocks, positions, C)
+        out[..., :-1, :, :].copy_(values[..., :m, :])
+        out[..., -1, :, :].zero_()
+        out[..., 1:, :size - m, :] += values[..., m:, :]
+
+    width = (cols + 1) * m
+    by_columns = _buffer("input gradient columns", (size, n, rows, cols + 1, m, c), dtype, tiles.device)
+    fold(tiles.permute(0, 2, 3, 4, 1, 5), by_columns)  # tile rows x N x rows x width x C
+    total = _buffer("input gradient", (n, rows + 1, m, width, c), dtype, tiles.device)
+    fold(by_columns.view(size, n, rows, width, c).permute(1, 3, 2, 0, 4), total.permute(0, 3, 1, 2, 4))
+    return total.view(n, (rows + 1) * m, width, c).permute(0, 3, 1, 2)
 
 
 class _Winograd3x3(torch.autograd.Function):
-    """y = conv2d(x, g) + bias for x already padded, from the transformed kernel U = G g G^T."""
+    """y = conv2d(x, g, padding=pad) + bias from the transformed kernel U = G g G^T, by m x m
+    output blocks."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        n, _, h, w = x.shape
-        rows, cols, c_out = (h - 2) // 2, (w - 2) // 2, kernel.shape[1]
-        _, _, a = _transforms(x.dtype, x.device)
-        transformed = winograd_input(x, "transformed tiles")
-        products = _buffer("products", (16, transformed.shape[1], c_out), x.dtype, x.device)
-        torch.bmm(transformed, kernel.transpose(1, 2), out=products)  # 16 x (N * tiles) x C_out
-        blocks = _buffer("blocks", (4, products.shape[1] * c_out), x.dtype, x.device)
-        torch.mm(a, products.view(16, -1), out=blocks)  # the 2x2 outputs of every tile
+    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None, m: int,
+                pad: int) -> torch.Tensor:
+        n, c_out = x.shape[0], kernel.shape[1]
+        rows, cols = (x.shape[2] + 2 * pad - 2) // m, (x.shape[3] + 2 * pad - 2) // m
+        _, _, a = _transforms(m, x.dtype, x.device)
+        transformed = winograd_input(_padded(x, pad), m, "transformed tiles")
+        products = _buffer("products", (len(kernel), transformed.shape[1], c_out), x.dtype, x.device)
+        torch.bmm(transformed, kernel.transpose(1, 2), out=products)  # (N * tiles) x C_out per position
+        blocks = _buffer("blocks", (m * m, products.shape[1] * c_out), x.dtype, x.device)
+        torch.mm(a, products.view(len(kernel), -1), out=blocks)  # the m x m outputs of every tile
         # written once, in x's memory format (as torch's layer returns it)
-        y = torch.empty(n, c_out, 2 * rows, 2 * cols, dtype=x.dtype, device=x.device,
+        y = torch.empty(n, c_out, m * rows, m * cols, dtype=x.dtype, device=x.device,
                         memory_format=memory_format_of(x))
-        y.view(n, c_out, rows, 2, cols, 2).copy_(blocks.view(2, 2, n, rows, cols, c_out).permute(2, 5, 3, 0, 4, 1))
+        y.view(n, c_out, rows, m, cols, m).copy_(blocks.view(m, m, n, rows, cols, c_out).permute(2, 5, 3, 0, 4, 1))
         if bias is not None:
             y.add_(bias.to(y.dtype).view(1, -1, 1, 1))
         ctx.save_for_backward(x, kernel)
-        ctx.bias_dtype = bias.dtype if bias is not None else None
+        ctx.bias_dtype, ctx.m, ctx.pad = (bias.dtype if bias is not None else None), m, pad
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, kernel = ctx.saved_tensors
+        m, pad, size = ctx.m, ctx.pad, ctx.m + 2
         grad = grad.to(x.dtype)
-        b, _, a = _transforms(x.dtype, x.device)
+        b, _, a = _transforms(m, x.dtype, x.device)
         n, c, h, w = x.shape
+        rows, cols = grad.shape[2] // m, grad.shape[3] // m
         accumulate = torch.promote_types(x.dtype, torch.float32)  # where gradients are summed
-        # the output gradient, through A: each 2x2 block of it to a 4x4 transformed tile
-        blocks = _tiles(grad, 2, 2, "output gradient tiles")
-        grad_products = _buffer("products", (16, blocks.shape[1], blocks.shape[2]), x.dtype, x.device)
-        torch.mm(a.t(), blocks.view(4, -1), out=grad_products.view(16, -1))
+        # the output gradient, through A: each m x m block of it to a transformed tile
+        blocks = _tiles(grad, m, m, "output gradient tiles")
+        grad_products = _buffer("products", (size * size, *blocks.shape[1:]), x.dtype, x.device)
+        torch.mm(a.t(), blocks.view(m * m, -1), out=grad_products.view(size * size, -1))
         grad_x = grad_kernel = grad_bias = None
         if ctx.needs_input_grad[0]:  # through the kernel, then B, then each tile added where it was read
-            grad_transformed = _buffer("transformed tiles", (16, blocks.shape[1], c), x.dtype, x.device)
+            grad_transformed = _buffer("transformed tiles", (size * size, blocks.shape[1], c), x.dtype, x.device)
             torch.bmm(grad_products, kernel, out=grad_transformed)
-            grad_tiles = _buffer("input tiles", (16, grad_transformed.shape[1] * c), x.dtype, x.device)
-            torch.mm(b.t(), grad_transformed.view(16, -1), out=grad_tiles)
-            # summed in float32 (an element gets up to four): 16 strided adds
-            total = _buffer("input gradient", (n, h, w, c), accumulate, x.device).zero_()
-            parts = grad_tiles.view(4, 4, n, (h - 2) // 2, (w - 2) // 2, c)
-            for i in range(4):
-                for j in range(4):
-                    total[:, i:i + h - 3:2, j:j + w - 3:2] += parts[i, j]
+            grad_tiles = _buffer("input tiles", (size * size, grad_transformed[0].numel()), x.dtype, x.device)
+            torch.mm(b.t(), grad_transformed.view(size * size, -1), out=grad_tiles)
+            total = _overlap_add(grad_tiles.view(size, size, n, rows, cols, c), m, accumulate)  # float32 sums
             grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
-            grad_x.copy_(total.permute(0, 3, 1, 2))
+            grad_x.copy_(total[..., pad:pad + h, pad:pad + w])
         if ctx.needs_input_grad[1]:  # (then through G back to the weight, by autograd, once per update)
-            grad_kernel = torch.bmm(grad_products.transpose(1, 2), winograd_input(x, "transformed tiles"))
+            transformed = winograd_input(_padded(x, pad), m, "transformed tiles")
+            grad_kernel = torch.bmm(grad_products.transpose(1, 2), transformed)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 2, 3), dtype=accumulate).to(ctx.bias_dtype)
-        return grad_x, grad_kernel, grad_bias
+        return grad_x, grad_kernel, grad_bias, None, None
+
+
+# Automatic tile (runtime.winograd_output_tile=0): F(4x4, 3x3) in float32 for batches of maps
+# with at least this many output pixels per channel (CycleGAN's residual blocks at 256 px,
+# StarGAN's at any batch), F(2x2, 3x3) otherwise. Measured per layer (256 -> 256 channels,
+# forward and backward, fp32): 4096 pixels (64 x 64) 54-58 ms against 67-75 for F(2x2) and
+# 76-79 direct; batch 16 of 32 x 32, zero-padded, 179-203 against 249-334 and 294-331; one
+# 32 x 32 map 21-26 ms for either tile and direct alike. In bf16 F(4x4) is faster still (23-27
+# against 31-38 ms at 64 x 64, 98-117 against 144-158 direct at batch 16) but its rounding error
+# is 7-8x the direct convolution's where F(2x2)'s is 2x: the transformed tiles and kernels are
+# rounded to bf16's 8 bits before the products, and its output transform multiplies by up to 8
+# where F(2x2)'s has only +-1. So automatic keeps F(2x2) in bf16 and fp16 (runtime.
+# winograd_output_tile=4 takes F(4x4) there too).
+LARGE_MAP_PIXELS = 4096
+
+
+def output_tile_for(dtype: torch.dtype, pixels: int) -> int:
+    """The automatic tile for maps of `pixels` output pixels per channel (batch included)."""
+    return 4 if dtype in (torch.float32, torch.float64) and pixels >= LARGE_MAP_PIXELS else 2
 
 
 class WinogradConv2d(_KeptWeightCast, nn.Conv2d):
-    """nn.Conv2d (3x3, stride 1) computed by Winograd's F(2x2, 3x3): the same result to float
-    rounding. The transformed kernel is made once per update (from the weight's cast under
-    autocast: the kept cast of matmul_conv, also kept in float32) and shared by the layer's uses
-    in a step, which save it for backward once; gradients reach the weight through it."""
+    """nn.Conv2d (3x3, stride 1, no or zero padding) computed by Winograd's F(m x m, 3x3): the
+    same result to float rounding. m is `output_tile` (set by use_winograd; 0: by dtype and map
+    size, output_tile_for). The transformed kernel is made once per update (from the weight's
+    cast under autocast: the kept cast of matmul_conv, also kept in float32) and shared by the
+    layer's uses in a step, which save it for backward once; gradients reach the weight through
+    it."""
 
     keep_uncast = True
+    output_tile: int = 2
+    _tile_in_use: int = 2  # the m of the kernel _weight_matrix makes and keeps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or x.dim() != 4:
             return super().forward(x)  # exports and compiled graphs hold the plain convolution
-        out_h, out_w = x.shape[-2] - 2, x.shape[-1] - 2
-        if out_h < 2 or out_w < 2 or out_h % 2 or out_w % 2:  # no whole 2x2 blocks
+        pad = self.padding[0]
+        out_h, out_w = x.shape[-2] + 2 * pad - 2, x.shape[-1] + 2 * pad - 2
+        m = self.output_tile
+        if not m:
+            device = self.weight.device.type
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.weight.dtype
+            m = output_tile_for(dtype, x.shape[0] * out_h * out_w)
+            if m == 4 and (out_h % 4 or out_w % 4):
+                m = 2
+        if out_h < m or out_w < m or out_h % m or out_w % m:  # no whole m x m blocks
             return super().forward(x)
+        self._tile_in_use = m
         kernel = self._weight_matrix()
-        return _Winograd3x3.apply(x.to(kernel.dtype), kernel, self.bias)
+        return _Winograd3x3.apply(x.to(kernel.dtype), kernel, self.bias, m, pad)
 
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
-        return winograd_kernel(weight)
+        return winograd_kernel(weight, self._tile_in_use)
+
+    def _matrix_variant(self) -> int:
+        return self._tile_in_use
 
 
-def is_winograd(conv: nn.Conv2d, min_channels: int) -> bool:
-    """Whether F(2x2, 3x3) computes `conv`: 3x3, stride 1, undilated, ungrouped, unpadded (its
-    input padded before it, as the ResNet generators' reflection pads do), at least min_channels
-    wide in and out (for its matrix products to pay)."""
+def is_winograd(conv: nn.Conv2d, min_channels: int, zero_padded: bool = True) -> bool:
+    """Whether Winograd's algorithm computes `conv`: 3x3, stride 1, undilated, ungrouped, at
+    least min_channels wide in and out (for its matrix products to pay), and unpadded (its input
+    padded before it, as the ResNet generators' reflection pads do) or, if zero_padded, padded
+    with zeros (StarGAN's residual blocks)."""
+    padding = conv.padding
     return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.dilation == (1, 1)
-            and conv.groups == 1 and conv.padding == (0, 0)
+            and conv.groups == 1 and isinstance(padding, tuple) and padding[0] == padding[1]
+            and (padding[0] == 0 or (zero_padded and conv.padding_mode == "zeros"))
             and min(conv.in_channels, conv.out_channels) >= min_channels)
 
 
-def use_winograd(net: nn.Module, min_channels: int) -> nn.Module:
-    """Switch net's qualifying nn.Conv2d layers to WinogradConv2d in place (parameters and keys
-    unchanged)."""
+def use_winograd(net: nn.Module, min_channels: int, output_tile: int = 2, zero_padded: bool = True) -> nn.Module:
+    """Switch net's qualifying nn.Conv2d layers (is_winograd) to WinogradConv2d computing
+    F(output_tile x output_tile, 3x3) (0: chosen per call, output_tile_for), in place
+    (parameters and keys unchanged)."""
+    if output_tile not in (0, *_POINTS):
+        raise ValueError(f"Winograd's output tile must be 0 (automatic) or one of {sorted(_POINTS)}, not {output_tile}")
     for module in net.modules():
-        if type(module) is nn.Conv2d and is_winograd(module, min_channels):
+        if type(module) is nn.Conv2d and is_winograd(module, min_channels, zero_padded):
             module.__class__ = WinogradConv2d
+            module.output_tile = output_tile
     return net

@@ -44,6 +44,7 @@ class Runtime:
     group_instance_norm: bool = False
     winograd: bool = False
     winograd_min_channels: int = 0
+    winograd_output_tile: int = 0
     recast_saved_weights: bool = False
 
     @classmethod
@@ -64,6 +65,9 @@ class Runtime:
         if cfg.precision == "int8" and device.type != "cpu":  # translate-infer only (translate/quantize.py)
             raise UserError(f"precision=int8 runs on x86 CPUs (oneDNN's int8 kernels), not {device.type}; "
                             f"use device=cpu, or precision=bf16 on a GPU")
+        if cfg.winograd_output_tile not in (0, 2, 4):
+            raise UserError(f"runtime.winograd_output_tile={cfg.winograd_output_tile} is not one of Winograd's tiles: "
+                            f"use 0 (automatic), 2 or 4")
         rank = 0
         if world_size > 1:
             if not dist.is_initialized():
@@ -85,6 +89,7 @@ class Runtime:
                    group_instance_norm=cfg.group_instance_norm and device.type == "cpu" and world_size == 1,
                    winograd=cfg.winograd and device.type == "cpu" and world_size == 1,
                    winograd_min_channels=cfg.winograd_min_channels,
+                   winograd_output_tile=cfg.winograd_output_tile,
                    recast_saved_weights=cfg.recast_saved_weights)
 
     @property
@@ -125,7 +130,10 @@ class Runtime:
         if self.group_instance_norm:
             use_group_norm(net)
         if self.winograd:  # before the small-map switch, which takes every plain convolution left
-            use_winograd(net, self.winograd_min_channels)
+            # zero-padded layers (StarGAN's) in float32 or with F(4x4) only: with F(2x2) in bf16
+            # they were no faster (0.86-1.09x; translate/nets/winograd.py)
+            zero_padded = self.winograd_output_tile == 4 or (self.winograd_output_tile == 0 and self.precision == "fp32")
+            use_winograd(net, self.winograd_min_channels, self.winograd_output_tile, zero_padded)
         if self.small_map_matmul:
             use_matmul_for_small_maps(net)
         net = net.to(self.device, memory_format=self.memory_format)
