@@ -152,12 +152,12 @@ class RuntimeConfig:
     winograd: bool = True
     winograd_min_channels: int = 256
     # Winograd's output tile. 0: F(4x4, 3x3) in float32 on maps of at least 64 x 64 pixels per
-    # channel over the batch (CycleGAN at 256 px, StarGAN; fp32 steps 1.16-1.19x faster than with
-    # F(2x2)), F(2x2, 3x3) otherwise and in bf16. 4: F(4x4) in bf16 too, faster still (bf16 steps
-    # 1.13x for StarGAN, 1.28x for CycleGAN at 256 px) but 7-8x the direct convolution's rounding
-    # error where F(2x2) has 2x, so an opt-in, as TF32 is on GPUs. 2: F(2x2) everywhere. Layers
-    # that pad with zeros themselves (StarGAN's) are switched in float32 or with 4 only: F(2x2)
-    # in bf16 was no faster there
+    # channel over the batch (fp32 steps: CycleGAN at 256 px 1.16x faster than with F(2x2),
+    # StarGAN 1.19x than with torch's layers), F(2x2, 3x3) otherwise and in bf16. 4: F(4x4) in
+    # bf16 too, faster still (bf16 steps: CycleGAN at 256 px 1.28x over F(2x2), StarGAN 1.13x over
+    # torch's layers) but 7-8x the direct convolution's rounding error where F(2x2) has 2x, so an
+    # opt-in, as TF32 is on GPUs. 2: F(2x2) everywhere. Layers that pad with zeros themselves
+    # (StarGAN's) are switched in float32 or with 4 only: F(2x2) in bf16 was no faster there
     winograd_output_tile: int = 0
     # glibc malloc keeps freed memory instead of unmapping every block above 32 MB (page faults
     # on every large tensor of every step; translate/train/runtime.py keep_freed_memory)
