@@ -52,6 +52,7 @@ from translate.nets.matmul_conv import _KeptWeightCast, memory_format_of
 # smallest bf16 error of the usual choices here (0.017 of the output's RMS against 0.025 for
 # +-2 or +-1/2; the direct convolution's is 0.003-0.004).
 _POINTS = {2: (0.0, 1.0, -1.0), 4: (0.0, 1.0, -1.0, 2.0, -0.5)}
+OUTPUT_TILES = (0, *_POINTS)  # what use_winograd takes (0: automatic, output_tile_for)
 
 
 def _polynomial(roots: list[float]) -> list[float]:
@@ -296,8 +297,8 @@ def use_winograd(net: nn.Module, min_channels: int, output_tile: int = 2, zero_p
     """Switch net's qualifying nn.Conv2d layers (is_winograd) to WinogradConv2d computing
     F(output_tile x output_tile, 3x3) (0: chosen per call, output_tile_for), in place
     (parameters and keys unchanged)."""
-    if output_tile not in (0, *_POINTS):
-        raise ValueError(f"Winograd's output tile must be 0 (automatic) or one of {sorted(_POINTS)}, not {output_tile}")
+    if output_tile not in OUTPUT_TILES:
+        raise ValueError(f"Winograd's output tile must be one of {OUTPUT_TILES} (0: automatic), not {output_tile}")
     for module in net.modules():
         if type(module) is nn.Conv2d and is_winograd(module, min_channels, zero_padded):
             module.__class__ = WinogradConv2d

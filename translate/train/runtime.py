@@ -26,7 +26,7 @@ from translate.errors import UserError
 from translate.nets.matmul_conv import let_go_of_kept_casts, use_matmul_for_small_maps
 from translate.nets.norm import use_group_norm
 from translate.nets.thin_conv import split_thin_convs
-from translate.nets.winograd import use_winograd
+from translate.nets.winograd import OUTPUT_TILES, use_winograd
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -65,9 +65,10 @@ class Runtime:
         if cfg.precision == "int8" and device.type != "cpu":  # translate-infer only (translate/quantize.py)
             raise UserError(f"precision=int8 runs on x86 CPUs (oneDNN's int8 kernels), not {device.type}; "
                             f"use device=cpu, or precision=bf16 on a GPU")
-        if cfg.winograd_output_tile not in (0, 2, 4):
+        if cfg.winograd_output_tile not in OUTPUT_TILES:
+            tiles = " or ".join(map(str, OUTPUT_TILES[1:]))
             raise UserError(f"runtime.winograd_output_tile={cfg.winograd_output_tile} is not one of Winograd's tiles: "
-                            f"use 0 (automatic), 2 or 4")
+                            f"use 0 (automatic), {tiles}")
         rank = 0
         if world_size > 1:
             if not dist.is_initialized():
