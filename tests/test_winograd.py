@@ -15,6 +15,7 @@ from torch import nn
 from translate.config import RuntimeConfig
 from translate.errors import UserError
 from translate.nets import ResnetGenerator, StarGANGenerator
+from translate.nets import winograd as winograd_module
 from translate.nets.matmul_conv import MatmulConv2d
 from translate.nets.winograd import (WinogradConv2d, _toom_cook, is_winograd, output_tile_for, use_winograd,
                                      winograd_input, winograd_kernel)
@@ -27,11 +28,14 @@ def pair(*args, output_tile: int = 2, **kwargs) -> tuple[nn.Conv2d, WinogradConv
     return conv, use_winograd(copy.deepcopy(conv), 1, output_tile)
 
 
+@pytest.mark.parametrize("transpose_first", [True, False])  # NCHW maps made channels-last first, or read as they are
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("bias,padding,blocks", [(True, 0, (3, 4)), (True, 1, (1, 2)), (False, 0, (1, 1)),
                                                  (False, 1, (5, 2))])
-def test_float64_values_and_gradients_are_the_convolutions(memory_format, tile, bias, padding, blocks):
+def test_float64_values_and_gradients_are_the_convolutions(memory_format, tile, bias, padding, blocks,
+                                                           transpose_first, monkeypatch):
+    monkeypatch.setattr(winograd_module, "TRANSPOSE_FIRST_PIXELS", 0 if transpose_first else 10 ** 9)
     conv, winograd = pair(6, 5, 3, bias=bias, padding=padding, output_tile=tile)
     conv, winograd = conv.double(), winograd.double()
     assert type(winograd) is WinogradConv2d and winograd.output_tile == tile
