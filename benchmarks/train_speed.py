@@ -3,7 +3,8 @@ peak memory and the share of the machine's convolution rate, for the configurati
 
     python benchmarks/train_speed.py [--configs cyclegan256,cyclegan128,pix2pix256,stargan16,stargan4]
                                      [--precision fp32,bf16] [--channels-last] [--compile] [--threads 0]
-                                     [--iters 10] [--warmup 3] [--repeat 1] [--profile] [--set KEY=VALUE]
+                                     [--iters 10] [--warmup 3] [--repeat 1] [--profile | --profile-shapes]
+                                     [--set KEY=VALUE]
                                      [--official official_speed.json] [--output DIR]
 
 Each configuration trains with the toolkit's own Trainer (translate/train/loop.py) on JPEG files
@@ -26,7 +27,8 @@ counted with torch's FlopCounterMode over the first warm-up steps (forward and b
 operators it knows: convolutions, matmuls); GFLOP/s divides it by the time per iteration, and the
 "of conv peak" column divides that by the rate this script measures for a 3x3 convolution at the
 same precision (the better of the two memory formats). --profile prints the torch profiler's top
-operators for one iteration (one 5-step cycle for StarGAN) per run.
+operators for one iteration (one 5-step cycle for StarGAN) per run; --profile-shapes one row per
+operator and input shapes, which tells the layers apart (a convolution's input, weight, ...).
 
 The official figures beside the table are issue 6's by default (the official code, torch's default
 threads, on an earlier day); --official takes those benchmarks/official_speed.py measured with the
@@ -173,8 +175,10 @@ class StepHook:
     """Wraps Trainer._train_step: records when each step ends, counts FLOPs over the steps
     [0, count_until), and profiles the steps [profile_from, profile_until)."""
 
-    def __init__(self, trainer: Trainer, count_until: int, profile_from: int, profile_until: int):
+    def __init__(self, trainer: Trainer, count_until: int, profile_from: int, profile_until: int,
+                 record_shapes: bool = False):
         self.trainer, self.inner = trainer, trainer._train_step
+        self.record_shapes = record_shapes
         self.count_until, self.profile_from, self.profile_until = count_until, profile_from, profile_until
         self.ends: list[float] = []
         self.cpu_ends: list[float] = []  # CPU time of this process: less disturbed by other jobs
@@ -192,7 +196,8 @@ class StepHook:
             self.counter = self.stack.enter_context(flop_counter())
         if step == self.profile_from and self.profile_until > self.profile_from:
             self.profile = self.stack.enter_context(
-                torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]))
+                torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                       record_shapes=self.record_shapes))
         self.inner(batch, epoch)
         self.synchronize()
         done = self.trainer.step
@@ -211,7 +216,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     setup = CONFIGS[name]
     warmup = -(-max(args.warmup, 1) // setup.cycle) * setup.cycle  # whole cycles
     iters = -(-max(args.iters, 1) // setup.cycle) * setup.cycle
-    profiled = setup.cycle if args.profile else 0
+    profiled = setup.cycle if args.profile or args.profile_shapes else 0
     steps = warmup + profiled + iters
     count_flops = not args.compile  # counting runs eagerly; a compiled run's count comes from an eager one
     with tempfile.TemporaryDirectory(prefix="train_speed-") as tmp:
@@ -231,7 +236,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         run_dir = Path(tmp) / "run"
         run_dir.mkdir()
         trainer = Trainer(cfg, run_dir, runtime, dataset)
-        hook = StepHook(trainer, setup.cycle if count_flops else 0, warmup, warmup + profiled)
+        hook = StepHook(trainer, setup.cycle if count_flops else 0, warmup, warmup + profiled, args.profile_shapes)
         trainer.fit()
 
     def per_iteration(ends: list[float]) -> float:
@@ -249,7 +254,11 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         "load": os.getloadavg()[0],
     }
     if hook.profile is not None:
-        result["profile"] = hook.profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+        if args.profile_shapes:  # one row per operator and input shapes: which layer it is
+            result["profile"] = hook.profile.key_averages(group_by_input_shape=True).table(
+                sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=30, max_shapes_column_width=110)
+        else:
+            result["profile"] = hook.profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
     return result
 
 
@@ -300,6 +309,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1,
                         help="processes per configuration and mode: s/iter is their median, min and max beside it")
     parser.add_argument("--profile", action="store_true", help="print the top operators of one iteration per run")
+    parser.add_argument("--profile-shapes", action="store_true",
+                        help="the same, one row per operator and input shapes (which layer), 40 rows")
     parser.add_argument("--official", type=Path,
                         help="JSON list of the official code's figures measured on this machine "
                              "([{name, s_per_iter, peak_rss_mb}], see PERFORMANCE.md); default: issue 6's")
@@ -320,6 +331,7 @@ def spawn(name: str, precision: str, channels_last: bool, compile_: bool, args: 
                    "--iters", str(args.iters), "--warmup", str(args.warmup)]
         command += ["--workers", str(args.workers)] if args.workers is not None else []
         command += ["--profile"] if args.profile else []
+        command += ["--profile-shapes"] if args.profile_shapes else []
         command += [f"--set={override}" for override in args.set]
         print(f"\n== {name}, {precision}, channels_last={channels_last}, compile={compile_}", flush=True)
         done = subprocess.run(command)
