@@ -159,8 +159,8 @@ def _from_channels_last(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _tiles(x: torch.Tensor, size: int, step: int, name: str) -> torch.Tensor:
-    """The size x size tiles of x (N x C x H x W, any strides; fastest channels-last) every `step` pixels, gathered as
-    size^2 x (N * tiles) x C into work buffer `name`: one copy."""
+    """The size x size tiles of x (N x C x H x W, any strides, fastest channels-last) every `step`
+    pixels, gathered as size^2 x (N * tiles) x C into work buffer `name`: one copy."""
     n, c, h, w = x.shape
     sn, sc, sh, sw = x.stride()
     rows, cols = (h - size) // step + 1, (w - size) // step + 1
