@@ -4,6 +4,7 @@ first images and compiled by inductor (translate/quantize.py)."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 from copy import deepcopy
 
 import numpy as np
@@ -39,6 +40,7 @@ def translate_both(tmp_path, checkpoint, **options) -> dict[str, np.ndarray]:
     outputs = {}
     for precision in ("fp32", "int8"):
         out = tmp_path / f"out-{precision}"
+        options.setdefault("int8_cache", str(tmp_path / "int8-cache"))  # not the user's own
         count, _ = translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "in"),
                                                 output=str(out), size=32, precision=precision, workers=0,
                                                 device="cpu", **options))
@@ -151,7 +153,51 @@ def test_int8_pix2pix_in_train_mode_as_the_official_test(tmp_path):
     # A size the network cannot take is named as in fp32, not in the export's symbols.
     with pytest.raises(UserError, match="multiples of 32, got 48x48"):
         translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "in"), eval=True,
-                                     output=str(tmp_path / "out"), size=48, precision="int8", device="cpu"))
+                                     output=str(tmp_path / "out"), size=48, precision="int8", device="cpu",
+                                     int8_cache=""))
+
+
+@needs_int8
+def test_int8_cache_skips_calibration_and_gives_the_same_images(tmp_path, monkeypatch, caplog):
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "latest_net_G_A.pth"
+    torch.save(ResnetGenerator(3, 3, 8, "instance", False, n_blocks=2).state_dict(), checkpoint)
+    smooth_images(tmp_path / "in", 3, (32, 32))
+    cache = tmp_path / "cache"
+
+    def run(name: str, **options) -> np.ndarray:
+        out = tmp_path / name
+        translate_folder(InferConfig(checkpoint=str(checkpoint), input=str(tmp_path / "in"), output=str(out),
+                                     size=32, precision="int8", workers=0, device="cpu",
+                                     int8_cache=str(cache), **options))
+        return np.stack([np.asarray(Image.open(f)) for f in sorted(out.iterdir())])
+
+    first = run("first")
+    (saved,) = cache.iterdir()  # the quantised graph, whole: no partial file left beside it
+    assert saved.suffix == ".pt2"
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("calibrated again although the graph was cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("torchao.quantization.pt2e.quantize_pt2e.prepare_pt2e", no_calibration)
+        assert np.array_equal(run("again"), first)  # loaded, the same images bit for bit
+        with pytest.raises(AssertionError, match="calibrated again"):
+            run("eval", eval=True)  # another norm mode: another graph, not the one cached
+    assert list(cache.iterdir()) == [saved]  # and the run that failed left nothing there
+
+    saved.write_bytes(b"not a graph")  # a damaged cache costs time, not the run
+    with caplog.at_level(logging.WARNING, logger="translate.quantize"):
+        assert np.array_equal(run("damaged"), first)
+    assert "could not read the cached graph" in caplog.text
+    assert saved.stat().st_size > 100  # and it was saved again
+
+    cache = tmp_path / "a file"  # a cache that cannot be written: a warning, and the images all the same
+    cache.write_text("")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="translate.quantize"):
+        assert np.array_equal(run("unwritable"), first)
+    assert "could not save the quantised graph" in caplog.text
 
 
 def test_bad_precision_is_one_line(tmp_path):

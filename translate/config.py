@@ -232,6 +232,9 @@ class InferConfig:
     # fp32 | bf16 | fp16 (autocast) | int8 (x86 CPUs: quantised on the first images, compiled;
     # needs pip install ".[int8]" and a C++ compiler; translate/quantize.py)
     precision: str = "fp32"
+    # int8: where quantised generators are kept for the next run with the same checkpoint, options
+    # and first images (which then skips the calibration); "" keeps none
+    int8_cache: str = "~/.cache/translate/int8"
     target: list[str] = field(default_factory=list)  # StarGAN: the labels set in the target, e.g. Blond_Hair,Young
     attributes: list[str] = field(default_factory=list)  # StarGAN official checkpoints: the label names in order
     # StarGAN: target=all writes, for each input, the official test mode's row [input, one image per

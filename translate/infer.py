@@ -233,7 +233,8 @@ def translate_folder(cfg: InferConfig) -> tuple[int, Path]:
         if row_mode:  # every target of the row, as each image will be translated
             calibration = [(x, c) for i, (x,) in zip(firsts, calibration, strict=True)
                            for c in row_targets(labels, own[i:i + 1] if own is not None else None)]
-        net = quantize_generator(net, calibration, eval_mode=cfg.eval)
+        cache = Path(cfg.int8_cache).expanduser() if cfg.int8_cache else None
+        net = quantize_generator(net, calibration, eval_mode=cfg.eval, cache=cache)
     else:
         net = runtime.wrap(net).train(not cfg.eval)
     batch_size = 1 if (not cfg.eval and _has_batch_statistics(net)) else cfg.batch_size
