@@ -19,6 +19,7 @@ from translate.nets import winograd as winograd_module
 from translate.nets.matmul_conv import MatmulConv2d
 from translate.nets.winograd import (WinogradConv2d, _toom_cook, is_winograd, output_tile_for, use_winograd,
                                      winograd_input, winograd_kernel)
+from translate.train import runtime as runtime_module
 from translate.train.runtime import Runtime
 
 
@@ -197,6 +198,18 @@ def test_runtime_switches_resnet_blocks_on_the_cpu_before_the_small_map_switch()
         assert any(type(m) is WinogradConv2d for m in stargan.modules()) == padded_switched
     with pytest.raises(UserError, match="winograd_output_tile=3 .* use 0 \\(automatic\\), 2 or 4"):
         Runtime.setup(RuntimeConfig(device="cpu", winograd_output_tile=3, keep_freed_memory=False))
+
+
+@pytest.mark.parametrize("matrix_units", [False, True])
+def test_automatic_tile_leaves_bf16_layers_to_onednn_on_cpus_with_bf16_matrix_units(monkeypatch, matrix_units):
+    # with AMX, oneDNN's direct bf16 layers are faster than Winograd's; an explicit tile still switches them
+    monkeypatch.setattr(runtime_module, "has_bf16_matrix_units", lambda: matrix_units)
+    for precision, tile, switched in (("bf16", 0, not matrix_units), ("bf16", 2, True), ("bf16", 4, True),
+                                      ("fp32", 0, True)):
+        runtime = Runtime.setup(RuntimeConfig(device="cpu", precision=precision, winograd_min_channels=8,
+                                              winograd_output_tile=tile, keep_freed_memory=False))
+        net = runtime.wrap(ResnetGenerator(3, 3, 8, n_blocks=1))
+        assert any(type(m) is WinogradConv2d for m in net.modules()) == switched, (precision, tile)
 
 
 def test_automatic_tile_is_4x4_for_large_float32_maps_and_keeps_a_kernel_per_tile():

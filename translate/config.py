@@ -157,7 +157,9 @@ class RuntimeConfig:
     # bf16 too, faster still (bf16 steps: CycleGAN at 256 px 1.28x over F(2x2), StarGAN 1.13x over
     # torch's layers) but 7-8x the direct convolution's rounding error where F(2x2) has 2x, so an
     # opt-in, as TF32 is on GPUs. 2: F(2x2) everywhere. Layers that pad with zeros themselves
-    # (StarGAN's) are switched in float32 or with 4 only: F(2x2) in bf16 was no faster there
+    # (StarGAN's) are switched in float32 or with 4 only: F(2x2) in bf16 was no faster there. On
+    # CPUs with bf16 matrix units (Intel AMX), 0 leaves bf16 runs' layers to oneDNN, whose direct
+    # bf16 convolutions are faster there than either tile (translate/train/runtime.py)
     winograd_output_tile: int = 0
     # glibc malloc keeps freed memory instead of unmapping every block above 32 MB (page faults
     # on every large tensor of every step; translate/train/runtime.py keep_freed_memory)

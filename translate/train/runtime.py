@@ -88,7 +88,8 @@ class Runtime:
                    # the plain layer's too; on GPUs cuDNN chooses its own algorithm)
                    split_thin_convs=cfg.split_thin_convs and device.type == "cpu" and world_size == 1,
                    group_instance_norm=cfg.group_instance_norm and device.type == "cpu" and world_size == 1,
-                   winograd=cfg.winograd and device.type == "cpu" and world_size == 1,
+                   winograd=cfg.winograd and device.type == "cpu" and world_size == 1
+                   and not (cfg.precision == "bf16" and cfg.winograd_output_tile == 0 and has_bf16_matrix_units()),
                    winograd_min_channels=cfg.winograd_min_channels,
                    winograd_output_tile=cfg.winograd_output_tile,
                    recast_saved_weights=cfg.recast_saved_weights)
@@ -268,6 +269,16 @@ def recast_saved_weights() -> torch.autograd.graph.saved_tensors_hooks:
 
 def unwrap(net: nn.Module) -> nn.Module:
     return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+def has_bf16_matrix_units() -> bool:
+    """Whether this CPU multiplies bf16 matrices in tiles of its own (Intel's AMX). oneDNN's bf16
+    convolutions then run at 4-8x the float32 rate (2,475 against 305 GFLOP/s in a 3x3 layer on
+    2 Xeon cores, where AVX-512's bf16 gave twice float32's), and the direct 3x3 layers beat
+    Winograd's in bf16 (a 256-channel layer, forward and backward, at 256 px: 15 ms against 21
+    with F(4x4) and 27 with F(2x2); benchmarks/PERFORMANCE.md). The automatic tile then leaves
+    bf16 runs' layers to oneDNN; float32 has no such units and keeps Winograd's."""
+    return bool(torch.cpu.get_capabilities().get("amx_bf16", False))
 
 
 def _pick_device(name: str, local_rank: int) -> torch.device:
