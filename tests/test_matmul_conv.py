@@ -7,9 +7,11 @@ import copy
 import pickle
 import subprocess
 import sys
+import unittest.mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import assert_layer_matches
 from torch import nn
 
@@ -235,7 +237,7 @@ def test_kept_cast_is_let_go_once_backward_reaches_it():
     # by then every use is differentiated and the step makes it stale; kept, it sat on the peak
     _, matmul = pair(in_channels=16, out_channels=8, kernel_size=4, stride=2, padding=1)
     matmul = matmul.float()
-    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)  # 8 rows: a bf16 product (4 or fewer: float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = matmul(x).float().sum() + matmul(2 * x).float().sum()
         kept = matmul._cast
@@ -269,7 +271,7 @@ def test_kept_cast_follows_optimiser_steps_fused_or_not(fused):
     conv, matmul = pair(in_channels=16, out_channels=8, kernel_size=4, stride=2, padding=1)
     conv, matmul = conv.float(), matmul.float()
     optimizers = [torch.optim.Adam(net.parameters(), lr=0.1, fused=fused) for net in (conv, matmul)]
-    x = torch.randn(2, 16, 4, 4)
+    x = torch.randn(2, 16, 4, 4)  # 8 rows: a bf16 product with a kept cast
     for _ in range(3):
         for net, optimizer in zip((conv, matmul), optimizers, strict=True):
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -281,3 +283,60 @@ def test_kept_cast_follows_optimiser_steps_fused_or_not(fused):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             torch.testing.assert_close(matmul._weight_matrix().float(),
                                        matmul.weight.reshape(8, -1), rtol=0.01, atol=1e-3)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_products_of_few_rows_under_autocast_are_float32_and_keep_no_cast(transposed):
+    # weight-bound layers: no bf16 copy of the weight, the float32 result rounded to bf16 once
+    if transposed:
+        conv = nn.ConvTranspose2d(16, 8, 4, 2, 1)
+        matmul = copy.deepcopy(conv)
+        use_matmul_for_small_maps(matmul)
+    else:
+        conv, matmul = pair(in_channels=16, out_channels=8, kernel_size=4, stride=2, padding=1)
+        conv, matmul = conv.float(), matmul.float()
+    for batch, float32 in ((1, True), (2, False)):  # 4 rows (2x2 positions), then 8
+        x = torch.randn(batch, 16, 2 if transposed else 4, 2 if transposed else 4)
+        conv.zero_grad(), matmul.zero_grad()
+        weights = torch.randn_like(conv(x)).bfloat16().float()  # a linear loss: its gradient exact in bf16
+        (conv(x) * weights).sum().backward()
+        exact = [p.grad.clone() for p in conv.parameters()]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = matmul(x)
+            kept = getattr(matmul, "_cast", None)
+        assert y.dtype == torch.bfloat16 and (kept is None) == float32
+        if float32:  # the float32 result rounded once (to within float32 summation order)
+            torch.testing.assert_close(y.float(), conv(x), rtol=2**-8, atol=1e-5)
+        (y.float() * weights).sum().backward()
+        for got, want in zip((p.grad for p in matmul.parameters()), exact, strict=True):
+            assert got.dtype == torch.float32
+            error = (got - want).abs().max() / want.abs().max()
+            assert error < (0.01 if float32 else 0.05) and (error > 1e-4) != float32  # bf16 rounding only on the bf16 path
+
+
+def test_limits_choose_the_maps_a_product_takes():
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ConvTranspose2d(4, 4, 4, 2, 1))
+    use_matmul_for_small_maps(net, {"max_positions": 64, "max_transposed_positions": 16, "max_rows": 128})
+    conv, transposed = net
+    assert (conv.max_positions, transposed.max_positions, conv.max_rows) == (64, 16, 128)
+    for layer, shape, product in ((conv, (2, 4, 8, 8), True), (conv, (3, 4, 8, 8), False),  # 192 rows
+                                  (conv, (1, 4, 9, 9), False), (transposed, (8, 4, 4, 4), True),
+                                  (transposed, (1, 4, 5, 5), False)):
+        name = "unfold" if layer is conv else "fold"
+        with unittest.mock.patch.object(F, name, wraps=getattr(F, name)) as spy:
+            layer(torch.randn(shape))
+        assert spy.called == product, (shape, product)
+
+
+@pytest.mark.parametrize("matrix_units", [False, True])
+def test_runtime_widens_the_limits_for_bf16_on_cpus_with_bf16_matrix_units(monkeypatch, matrix_units):
+    from translate.train import runtime as runtime_module
+    monkeypatch.setattr(runtime_module, "has_bf16_matrix_units", lambda: matrix_units)
+    for precision in ("fp32", "bf16"):
+        runtime = Runtime.setup(RuntimeConfig(device="cpu", precision=precision, keep_freed_memory=False))
+        unet = runtime.wrap(UnetGenerator(3, 3, num_downs=5, ngf=8))
+        layers = {type(m): (m.max_positions, m.max_rows) for m in unet.modules()
+                  if type(m) in (MatmulConv2d, MatmulConvTranspose2d)}
+        wide = matrix_units and precision == "bf16"
+        assert layers == {MatmulConv2d: (64, 256) if wide else (MAX_POSITIONS, 0),
+                          MatmulConvTranspose2d: (256, 256) if wide else (MAX_TRANSPOSED_POSITIONS, 0)}

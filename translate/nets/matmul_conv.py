@@ -25,6 +25,7 @@ torch layer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
 
@@ -39,6 +40,28 @@ MAX_POSITIONS = 16
 # Input positions per image up to which a transposed convolution's matrix product wins: up to
 # 8x8 (64) 1.1-2.4x faster, at 16x16 0.9-1.05x, at 32x32 0.75x.
 MAX_TRANSPOSED_POSITIONS = 64
+# Under autocast, a product of at most this many rows (batch x positions) is computed in float32
+# from the float32 weight. Such a layer is bound by moving its weight, not by arithmetic (2 FLOP
+# per float32 weight read), and autocast would read the float32 weight and write a bf16 copy,
+# then cast the bf16 gradient back to float32: 18 bytes moved per weight against 12 in float32.
+# pix2pix's U-Net has 21M of its 54M weights in layers of 1-4 rows (its 1x1 and 2x2 maps): its
+# bf16 steps 2-3% faster (benchmarks/PERFORMANCE.md), those layers unrounded. At 16 rows, StarGAN
+# at batch 4 was 7% slower: its D's 2x2 layer is compute-bound in float32 there, and D's passes
+# share one kept cast per step.
+FLOAT32_ROWS = 4
+
+
+def _float32_product(layer: nn.Module, rows: int) -> bool:
+    device = layer.weight.device.type
+    return rows <= FLOAT32_ROWS and torch.is_autocast_enabled(device) and layer.weight.dtype == torch.float32
+
+
+@contextlib.contextmanager
+def _float32(x: torch.Tensor):
+    """Autocast off for a float32 product; yields x in float32 and the dtype to return in."""
+    dtype = torch.get_autocast_dtype(x.device.type)
+    with torch.autocast(x.device.type, enabled=False):
+        yield x.float(), dtype
 
 # Optimiser steps taken in this process. Fused optimisers (the trainer's fused Adam) update
 # parameters in place without moving their version counters, so a kept weight cast is also
@@ -147,6 +170,7 @@ class MatmulConv2d(_KeptWeightCast, nn.Conv2d):
     backward goes through unfold's and fold's own derivatives)."""
 
     max_positions: int = MAX_POSITIONS
+    max_rows: int = 0  # batch x positions up to which the product is taken (0: no limit)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._plain or x.dim() != 4:
@@ -155,13 +179,17 @@ class MatmulConv2d(_KeptWeightCast, nn.Conv2d):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         out_h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         out_w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        if out_h * out_w > self.max_positions:
+        if not _small(self, n, out_h * out_w):
             return super().forward(x)
         columns = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # N x K x L
         rows = columns.transpose(1, 2).reshape(n * out_h * out_w, -1)  # one row per output position
         # F.linear, not `@` then `+ bias`: under autocast it casts the bias too (a float32 bias
         # would promote the sum, and every layer after it, back to float32)
-        y = F.linear(rows, self._weight_matrix(), self.bias)
+        if _float32_product(self, rows.shape[0]):
+            with _float32(rows) as (rows, dtype):
+                y = F.linear(rows, self._weight_matrix(), self.bias).to(dtype)
+        else:
+            y = F.linear(rows, self._weight_matrix(), self.bias)
         return like_input(y.reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2), x)
 
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
@@ -178,15 +206,23 @@ class MatmulConvTranspose2d(_KeptWeightCast, nn.ConvTranspose2d):
     to float rounding, with first and second derivatives)."""
 
     max_positions: int = MAX_TRANSPOSED_POSITIONS
+    max_rows: int = 0  # batch x input positions up to which the product is taken (0: no limit)
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         n, _, h, w = x.shape if x.dim() == 4 else (0, 0, 0, 0)
-        if self.groups != 1 or output_size is not None or not 0 < h * w <= self.max_positions:
+        if self.groups != 1 or output_size is not None or not (h * w > 0 and _small(self, n, h * w)):
             return super().forward(x, output_size)
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + self.output_padding[0] + 1
         out_w = (w - 1) * sw - 2 * pw + dw * (kw - 1) + self.output_padding[1] + 1
         rows = x.permute(0, 2, 3, 1).reshape(n * h * w, self.in_channels)  # one row per input position
+        if _float32_product(self, rows.shape[0]):  # product, sums and bias in float32, rounded once
+            with _float32(rows) as (rows, dtype):
+                return like_input(self._fold(rows, (n, h, w, out_h, out_w)).to(dtype), x)
+        return like_input(self._fold(rows, (n, h, w, out_h, out_w)), x)
+
+    def _fold(self, rows: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        n, h, w, out_h, out_w = shape
         patches = torch.matmul(rows, self._weight_matrix())  # each row: its C_out x kernel-area patch
         # fold places patch (i, j) at output (i*stride - padding, ...) and sums the overlaps:
         # exactly the transposed convolution, whose sliding blocks over the output are the inputs
@@ -194,17 +230,30 @@ class MatmulConvTranspose2d(_KeptWeightCast, nn.ConvTranspose2d):
                    self.dilation, self.padding, self.stride)
         if self.bias is not None:  # in y's dtype, as autocast casts a transposed conv's bias
             y = y + self.bias.to(y.dtype).reshape(1, -1, 1, 1)
-        return like_input(y, x)
+        return y
 
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.reshape(self.in_channels, -1)  # C_in x (C_out * kernel area)
 
 
-def use_matmul_for_small_maps(net: nn.Module) -> nn.Module:
+def _small(layer: nn.Module, batch: int, positions: int) -> bool:
+    """Whether a map of `positions` per image, `batch` images, is the layer's matrix product's."""
+    return positions <= layer.max_positions and (not layer.max_rows or batch * positions <= layer.max_rows)
+
+
+def use_matmul_for_small_maps(net: nn.Module, limits: dict[str, int] | None = None) -> nn.Module:
     """Switch net's nn.Conv2d and nn.ConvTranspose2d layers to their matrix-product subclasses
-    in place (parameters and keys unchanged)."""
+    in place (parameters and keys unchanged). `limits` overrides the classes' map limits:
+    max_positions, max_transposed_positions, max_rows (translate/train/runtime.py picks them)."""
+    limits = limits or {}
     switch = {nn.Conv2d: MatmulConv2d, nn.ConvTranspose2d: MatmulConvTranspose2d}
     for module in net.modules():
         if type(module) in switch:
             module.__class__ = switch[type(module)]
+            transposed = type(module) is MatmulConvTranspose2d
+            positions = limits.get("max_transposed_positions" if transposed else "max_positions")
+            if positions is not None:
+                module.max_positions = positions
+            if "max_rows" in limits:
+                module.max_rows = limits["max_rows"]
     return net

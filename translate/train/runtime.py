@@ -29,6 +29,13 @@ from translate.nets.thin_conv import split_thin_convs
 from translate.nets.winograd import OUTPUT_TILES, use_winograd
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# With bf16 matrix units (has_bf16_matrix_units), a bf16 matrix product beats oneDNN's layer on
+# more maps, up to 256 rows (batch x positions), forward and backward: pix2pix's 8x8 map 1.9x,
+# its transposed one from 16x16 1.8x, StarGAN D's 4x4 maps at batch 16 2.4x; at 1,024 rows
+# 0.4-0.5x. Convolutions on 16x16 maps went either way (pix2pix's 1.2x; CycleGAN D's at 128 px
+# made its step 3.5% slower), so they stay with oneDNN. Without such units, the classes' limits
+# (16 and 64 positions per image).
+BF16_MATRIX_UNIT_LIMITS = {"max_positions": 64, "max_transposed_positions": 256, "max_rows": 256}
 
 
 @dataclass
@@ -46,6 +53,7 @@ class Runtime:
     winograd_min_channels: int = 0
     winograd_output_tile: int = 0
     recast_saved_weights: bool = False
+    small_map_limits: dict | None = None  # the matrix-product layers' map limits (matmul_conv.py)
 
     @classmethod
     def setup(cls, cfg: RuntimeConfig) -> Runtime:
@@ -80,6 +88,7 @@ class Runtime:
                    channels_last=cfg.channels_last, compile=cfg.compile,
                    # measured on CPUs only; on GPUs cuDNN chooses its own algorithm per shape
                    small_map_matmul=cfg.small_map_matmul and device.type == "cpu",
+                   small_map_limits=BF16_MATRIX_UNIT_LIMITS if cfg.precision == "bf16" and has_bf16_matrix_units() else None,
                    # these three in one process only: with the first two, 2 ranks of batch 1
                    # drifted from one process of batch 2 after their second step (other rounding,
                    # which Adam's first step turns into +-lr on near-zero gradients:
@@ -137,7 +146,7 @@ class Runtime:
             zero_padded = self.winograd_output_tile == 4 or (self.winograd_output_tile == 0 and self.precision == "fp32")
             use_winograd(net, self.winograd_min_channels, self.winograd_output_tile, zero_padded)
         if self.small_map_matmul:
-            use_matmul_for_small_maps(net)
+            use_matmul_for_small_maps(net, self.small_map_limits)
         net = net.to(self.device, memory_format=self.memory_format)
         if self.compile:
             # In place (Module.compile): the module and its state_dict keys stay what they were,
