@@ -81,6 +81,21 @@ def test_gradients_are_freed_once_their_optimiser_steps(tmp_path):
     trainer.logger.close()
 
 
+def test_channels_last_nets_puts_only_the_named_networks_in_channels_last(tmp_path):
+    cfg = tiny_config(tmp_path, runtime__channels_last_nets="D_A,D_B")
+    trainer = Trainer(cfg, tmp_path, Runtime.setup(cfg.runtime), build_dataset(cfg.data, "train", False, True))
+    for name, net in trainer.method.nets.items():
+        kernels = [p for p in net.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1]
+        channels_last = [not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last)
+                         for p in kernels]
+        assert kernels and all(channels_last) == name.startswith("D") and any(channels_last) == name.startswith("D")
+    trainer.logger.close()
+    with pytest.raises(UserError, match="runtime.channels_last_nets names D, which cyclegan does not have; "
+                                        "its networks are G_A, G_B, D_A, D_B"):
+        wrong = tiny_config(tmp_path, runtime__channels_last_nets="D")
+        Trainer(wrong, tmp_path / "b", Runtime.setup(wrong.runtime), build_dataset(cfg.data, "train", False, True))
+
+
 @pytest.mark.parametrize("layers", [{}, {"runtime__winograd_min_channels": 1},
                                     {"runtime__winograd_min_channels": 1, "runtime__winograd_output_tile": 4}],
                          ids=["default", "winograd", "winograd4x4"])

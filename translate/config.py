@@ -131,6 +131,11 @@ class RuntimeConfig:
     # back: CycleGAN in bf16 trains 6-9% faster with it on a CPU (no faster in fp32, slower for
     # pix2pix and StarGAN: benchmarks/PERFORMANCE.md); tensor cores' layout on GPUs.
     channels_last: bool = False
+    # Networks, by the method's names (D; D_A,D_B; G), in channels-last even where channels_last is
+    # false. With bf16 on CPUs with bf16 matrix units, oneDNN computes NCHW maps channels-last and
+    # copies them back after every layer; pix2pix's PatchGAN (no norm that is slow on such maps,
+    # unlike its U-Net's batch norm) then makes pix2pix's bf16 steps 10% faster (runtime.py)
+    channels_last_nets: list[str] = field(default_factory=list)
     compile: bool = False  # torch.compile each network (the first steps are slow while it compiles)
     # On the CPU, convolutions with at most 16 output positions per image (StarGAN D's last
     # layers) and transposed ones from at most 64 (the U-Net's inner decoder) computed as one

@@ -95,8 +95,12 @@ class Trainer:
         t = cfg.train
         seed_everything(t.seed)  # the same initial weights on every rank
         self.method = build_method(cfg)
+        unknown = sorted(set(runtime.channels_last_nets) - set(self.method.nets))
+        if unknown:
+            raise UserError(f"runtime.channels_last_nets names {', '.join(unknown)}, which {cfg.method} does not "
+                            f"have; its networks are {', '.join(self.method.nets)}")
         for name in list(self.method.nets):
-            self.method.nets[name] = runtime.wrap(self.method.nets[name])
+            self.method.nets[name] = runtime.wrap(self.method.nets[name], name)
         if runtime.rank:  # the same weights, then a random stream of this rank's own
             seed_everything(rank_seed(t.seed, runtime.rank))
 

@@ -45,6 +45,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     channels_last: bool = False
+    channels_last_nets: tuple[str, ...] = ()
     compile: bool = False
     small_map_matmul: bool = False
     split_thin_convs: bool = False
@@ -85,7 +86,8 @@ class Runtime:
                 dist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.dist_timeout))
             rank = dist.get_rank()
         return cls(device=device, precision=cfg.precision, rank=rank, world_size=world_size,
-                   channels_last=cfg.channels_last, compile=cfg.compile,
+                   channels_last=cfg.channels_last, channels_last_nets=tuple(cfg.channels_last_nets),
+                   compile=cfg.compile,
                    # measured on CPUs only; on GPUs cuDNN chooses its own algorithm per shape
                    small_map_matmul=cfg.small_map_matmul and device.type == "cpu",
                    small_map_limits=BF16_MATRIX_UNIT_LIMITS if cfg.precision == "bf16" and has_bf16_matrix_units() else None,
@@ -135,7 +137,9 @@ class Runtime:
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
-    def wrap(self, net: nn.Module) -> nn.Module:
+    def wrap(self, net: nn.Module, name: str = "") -> nn.Module:
+        """net on this runtime's device, in its layers and memory format (`name`: the method's name
+        for it, which runtime.channels_last_nets may list), under DDP where distributed."""
         if self.split_thin_convs:  # first: the layers it takes are not the small-map ones
             split_thin_convs(net)
         if self.group_instance_norm:
@@ -147,7 +151,8 @@ class Runtime:
             use_winograd(net, self.winograd_min_channels, self.winograd_output_tile, zero_padded)
         if self.small_map_matmul:
             use_matmul_for_small_maps(net, self.small_map_limits)
-        net = net.to(self.device, memory_format=self.memory_format)
+        memory_format = torch.channels_last if name in self.channels_last_nets else self.memory_format
+        net = net.to(self.device, memory_format=memory_format)
         if self.compile:
             # In place (Module.compile): the module and its state_dict keys stay what they were,
             # so checkpoints do not depend on whether a run was compiled.
