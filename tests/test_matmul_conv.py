@@ -20,6 +20,7 @@ from translate.nets import StarGANDiscriminator, UnetGenerator
 from translate.nets.matmul_conv import (
     MAX_POSITIONS,
     MAX_TRANSPOSED_POSITIONS,
+    THIN_OUT_CHANNELS,
     MatmulConv2d,
     MatmulConvTranspose2d,
     use_matmul_for_small_maps,
@@ -85,6 +86,23 @@ def test_transposed_large_maps_and_given_output_sizes_take_the_torch_path():
     assert torch.equal(matmul(x), conv(x))
     small = torch.randn(2, 3, 4, 4, dtype=torch.double)
     assert torch.equal(matmul(small, output_size=[9, 9]), conv(small, output_size=[9, 9]))
+
+
+def test_thin_transposed_layers_take_the_product_on_any_map_for_one_image():
+    # the U-Net's last layer: 3 output channels on a map above the limit, first and second derivatives
+    conv, matmul = pair(nn.ConvTranspose2d, in_channels=8, out_channels=3, kernel_size=4, stride=2, padding=1)
+    assert 12 * 12 > MAX_TRANSPOSED_POSITIONS and THIN_OUT_CHANNELS >= 3
+    with unittest.mock.patch.object(F, "fold", wraps=F.fold) as fold:
+        assert_layer_matches(conv, matmul, torch.randn(1, 8, 12, 12, dtype=torch.double))
+    assert fold.called
+    # two images, or more output channels than thin: oneDNN's layer, exactly
+    wide_conv, wide = pair(nn.ConvTranspose2d, in_channels=8, out_channels=THIN_OUT_CHANNELS + 1, kernel_size=4,
+                           stride=2, padding=1)
+    with unittest.mock.patch.object(F, "fold", wraps=F.fold) as fold:
+        two = torch.randn(2, 8, 32, 32, dtype=torch.double)
+        assert torch.equal(matmul(two), conv(two))
+        assert torch.equal(wide(two[:1]), wide_conv(two[:1]))
+    assert not fold.called
 
 
 def test_transposed_under_bf16_autocast_keeps_bf16_and_its_bias():
@@ -315,7 +333,7 @@ def test_products_of_few_rows_under_autocast_are_float32_and_keep_no_cast(transp
 
 
 def test_limits_choose_the_maps_a_product_takes():
-    net = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ConvTranspose2d(4, 4, 4, 2, 1))
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ConvTranspose2d(4, 8, 4, 2, 1))
     use_matmul_for_small_maps(net, {"max_positions": 64, "max_transposed_positions": 16, "max_rows": 128})
     conv, transposed = net
     assert (conv.max_positions, transposed.max_positions, conv.max_rows) == (64, 16, 128)

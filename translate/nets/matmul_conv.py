@@ -40,6 +40,12 @@ MAX_POSITIONS = 16
 # Input positions per image up to which a transposed convolution's matrix product wins: up to
 # 8x8 (64) 1.1-2.4x faster, at 16x16 0.9-1.05x, at 32x32 0.75x.
 MAX_TRANSPOSED_POSITIONS = 64
+# A transposed convolution with at most this many output channels takes the product on maps of
+# any size when it has one image. oneDNN vectorises over output channels in blocks of 16, and the
+# U-Net's last layer (128 -> 3 channels, 128x128 -> 256x256) ran forward and backward 1.4x faster
+# in float32 and 1.9x in bf16 as a product and a fold (benchmarks/PERFORMANCE.md). With 2 or 4
+# images it was up to 2x slower: the rows of one image are a view of its map, those of several a copy.
+THIN_OUT_CHANNELS = 4
 # Under autocast, a product of at most this many rows (batch x positions) is computed in float32
 # from the float32 weight. Such a layer is bound by moving its weight, not by arithmetic (2 FLOP
 # per float32 weight read), and autocast would read the float32 weight and write a bf16 copy,
@@ -210,7 +216,8 @@ class MatmulConvTranspose2d(_KeptWeightCast, nn.ConvTranspose2d):
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         n, _, h, w = x.shape if x.dim() == 4 else (0, 0, 0, 0)
-        if self.groups != 1 or output_size is not None or not (h * w > 0 and _small(self, n, h * w)):
+        thin = n == 1 and self.out_channels <= THIN_OUT_CHANNELS
+        if self.groups != 1 or output_size is not None or not (h * w > 0 and (thin or _small(self, n, h * w))):
             return super().forward(x, output_size)
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + self.output_padding[0] + 1

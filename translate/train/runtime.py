@@ -85,12 +85,13 @@ class Runtime:
                 # A bounded timeout: if another process dies, the rest fail instead of hanging.
                 dist.init_process_group(backend, timeout=datetime.timedelta(seconds=cfg.dist_timeout))
             rank = dist.get_rank()
+        matrix_units = cfg.precision == "bf16" and has_bf16_matrix_units()
         return cls(device=device, precision=cfg.precision, rank=rank, world_size=world_size,
                    channels_last=cfg.channels_last, channels_last_nets=tuple(cfg.channels_last_nets),
                    compile=cfg.compile,
                    # measured on CPUs only; on GPUs cuDNN chooses its own algorithm per shape
                    small_map_matmul=cfg.small_map_matmul and device.type == "cpu",
-                   small_map_limits=BF16_MATRIX_UNIT_LIMITS if cfg.precision == "bf16" and has_bf16_matrix_units() else None,
+                   small_map_limits=BF16_MATRIX_UNIT_LIMITS if matrix_units else None,
                    # these three in one process only: with the first two, 2 ranks of batch 1
                    # drifted from one process of batch 2 after their second step (other rounding,
                    # which Adam's first step turns into +-lr on near-zero gradients:
@@ -100,7 +101,7 @@ class Runtime:
                    split_thin_convs=cfg.split_thin_convs and device.type == "cpu" and world_size == 1,
                    group_instance_norm=cfg.group_instance_norm and device.type == "cpu" and world_size == 1,
                    winograd=cfg.winograd and device.type == "cpu" and world_size == 1
-                   and not (cfg.precision == "bf16" and cfg.winograd_output_tile == 0 and has_bf16_matrix_units()),
+                   and not (matrix_units and cfg.winograd_output_tile == 0),
                    winograd_min_channels=cfg.winograd_min_channels,
                    winograd_output_tile=cfg.winograd_output_tile,
                    recast_saved_weights=cfg.recast_saved_weights)
