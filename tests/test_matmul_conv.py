@@ -170,15 +170,36 @@ def test_switch_keeps_parameters_and_state_dict_keys():
     net.load_state_dict(before)  # and a checkpoint of either kind loads into it
 
 
-def test_bf16_autocast_matches_the_convolution_within_bf16_rounding():
-    conv, matmul = pair(in_channels=64, out_channels=32, kernel_size=4, stride=2, padding=1)
-    conv, matmul = conv.float(), matmul.float()
-    x = torch.randn(4, 64, 4, 4)
+@pytest.mark.parametrize("batch", [4, 1])  # rows, then one NCHW image's columns
+def test_bf16_autocast_matches_the_convolution_within_bf16_rounding(batch):
+    for layer in (nn.Conv2d, nn.ConvTranspose2d):
+        conv, matmul = pair(layer, in_channels=64, out_channels=32, kernel_size=4, stride=2, padding=1)
+        conv, matmul = conv.float(), matmul.float()
+        x = torch.randn(batch, 64, 4, 4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected, got = conv(x), matmul(x)
+        assert got.dtype == torch.bfloat16 and got.is_contiguous()
+        scale = expected.float().abs().max()
+        assert (got.float() - expected.float()).abs().max() < 0.02 * scale
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_one_nchw_image_under_autocast_takes_its_products_by_columns(transposed):
+    # weight @ columns is the NCHW output itself: fold gets its patches as they are, the
+    # convolution's bias goes in with addmm. Float64 is left alone by autocast, so the comparison
+    # with torch's layer is exact, first and second derivatives included.
+    conv, matmul = pair(nn.ConvTranspose2d if transposed else nn.Conv2d, in_channels=6, out_channels=5,
+                        kernel_size=4, stride=2, padding=1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        expected, got = conv(x), matmul(x)
-    assert got.dtype == torch.bfloat16
-    scale = expected.float().abs().max()
-    assert (got.float() - expected.float()).abs().max() < 0.02 * scale
+        assert_layer_matches(conv, matmul, torch.randn(1, 6, 4, 4, dtype=torch.double))
+        for batch, by_columns in ((1, True), (2, False)):
+            with (unittest.mock.patch.object(F, "fold", wraps=F.fold) as fold,
+                  unittest.mock.patch.object(torch, "addmm", wraps=torch.addmm) as addmm):
+                matmul(torch.randn(batch, 6, 4, 4, dtype=torch.double))
+            if transposed:
+                assert fold.call_args.args[0].is_contiguous() == by_columns
+            else:
+                assert addmm.called == by_columns
 
 
 def test_runtime_switches_networks_on_the_cpu_only_when_asked():

@@ -188,15 +188,26 @@ class MatmulConv2d(_KeptWeightCast, nn.Conv2d):
         if not _small(self, n, out_h * out_w):
             return super().forward(x)
         columns = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # N x K x L
+        if _one_nchw_image(x):  # the product is the output map itself
+            return self._product(columns[0], by_columns=True).reshape(1, self.out_channels, out_h, out_w)
         rows = columns.transpose(1, 2).reshape(n * out_h * out_w, -1)  # one row per output position
-        # F.linear, not `@` then `+ bias`: under autocast it casts the bias too (a float32 bias
-        # would promote the sum, and every layer after it, back to float32)
-        if _float32_product(self, rows.shape[0]):
-            with _float32(rows) as (rows, dtype):
-                y = F.linear(rows, self._weight_matrix(), self.bias).to(dtype)
-        else:
-            y = F.linear(rows, self._weight_matrix(), self.bias)
+        y = self._product(rows, by_columns=False)
         return like_input(y.reshape(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2), x)
+
+    def _product(self, source: torch.Tensor, by_columns: bool) -> torch.Tensor:
+        """weight @ columns (one column per output position) or rows @ weight^T (one row each), + bias."""
+        if _float32_product(self, source.shape[1 if by_columns else 0]):
+            with _float32(source) as (source, dtype):
+                return self._linear(source, by_columns).to(dtype)
+        return self._linear(source, by_columns)
+
+    def _linear(self, source: torch.Tensor, by_columns: bool) -> torch.Tensor:
+        # F.linear and addmm, not a product then `+ bias`: under autocast they cast the bias too (a
+        # float32 bias would promote the sum, and every layer after it, back to float32)
+        weight = self._weight_matrix()
+        if not by_columns:
+            return F.linear(source, weight, self.bias)
+        return weight @ source if self.bias is None else torch.addmm(self.bias.unsqueeze(1), weight, source)
 
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.reshape(self.out_channels, -1)  # C_out x (C_in * kernel area)
@@ -222,25 +233,42 @@ class MatmulConvTranspose2d(_KeptWeightCast, nn.ConvTranspose2d):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + self.output_padding[0] + 1
         out_w = (w - 1) * sw - 2 * pw + dw * (kw - 1) + self.output_padding[1] + 1
-        rows = x.permute(0, 2, 3, 1).reshape(n * h * w, self.in_channels)  # one row per input position
-        if _float32_product(self, rows.shape[0]):  # product, sums and bias in float32, rounded once
-            with _float32(rows) as (rows, dtype):
-                return like_input(self._fold(rows, (n, h, w, out_h, out_w)).to(dtype), x)
-        return like_input(self._fold(rows, (n, h, w, out_h, out_w)), x)
+        by_columns = _one_nchw_image(x)
+        if by_columns:  # one column per input position: a view of the map
+            source = x.reshape(self.in_channels, h * w)
+        else:  # one row per input position
+            source = x.permute(0, 2, 3, 1).reshape(n * h * w, self.in_channels)
+        if _float32_product(self, n * h * w):  # product, sums and bias in float32, rounded once
+            with _float32(source) as (source, dtype):
+                return like_input(self._fold(source, by_columns, (n, h, w, out_h, out_w)).to(dtype), x)
+        return like_input(self._fold(source, by_columns, (n, h, w, out_h, out_w)), x)
 
-    def _fold(self, rows: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    def _fold(self, source: torch.Tensor, by_columns: bool, shape: tuple[int, ...]) -> torch.Tensor:
         n, h, w, out_h, out_w = shape
-        patches = torch.matmul(rows, self._weight_matrix())  # each row: its C_out x kernel-area patch
+        # each input position's C_out x kernel-area patch, as fold takes them: N x patch x positions
+        if by_columns:
+            patches = (self._weight_matrix().t() @ source).unsqueeze(0)
+        else:
+            patches = torch.matmul(source, self._weight_matrix()).reshape(n, h * w, -1).transpose(1, 2)
         # fold places patch (i, j) at output (i*stride - padding, ...) and sums the overlaps:
         # exactly the transposed convolution, whose sliding blocks over the output are the inputs
-        y = F.fold(patches.reshape(n, h * w, -1).transpose(1, 2), (out_h, out_w), self.kernel_size,
-                   self.dilation, self.padding, self.stride)
+        y = F.fold(patches, (out_h, out_w), self.kernel_size, self.dilation, self.padding, self.stride)
         if self.bias is not None:  # in y's dtype, as autocast casts a transposed conv's bias
             y = y + self.bias.to(y.dtype).reshape(1, -1, 1, 1)
         return y
 
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.reshape(self.in_channels, -1)  # C_in x (C_out * kernel area)
+
+
+def _one_nchw_image(x: torch.Tensor) -> bool:
+    """Whether x is one NCHW image under autocast, whose products are then taken by columns: weight @
+    columns (one per position) is the NCHW output (fold's input) with no transposed copies, and with
+    the weight as the first operand oneDNN's bf16 products of pix2pix's layers ran forward and
+    backward 1.1-1.2x faster than rows @ weight (its bf16 step 2% faster; in float32 1% slower:
+    benchmarks/PERFORMANCE.md)."""
+    one_image = x.shape[0] == 1 and memory_format_of(x) == torch.contiguous_format
+    return one_image and torch.is_autocast_enabled(x.device.type)
 
 
 def _small(layer: nn.Module, batch: int, positions: int) -> bool:
