@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from translate.config import RuntimeConfig
 from translate.errors import UserError
+from translate.nets.dropout import use_uniform_dropout
 from translate.nets.matmul_conv import let_go_of_kept_casts, use_matmul_for_small_maps
 from translate.nets.norm import use_group_norm
 from translate.nets.thin_conv import split_thin_convs
@@ -152,6 +153,8 @@ class Runtime:
             use_winograd(net, self.winograd_min_channels, self.winograd_output_tile, zero_padded)
         if self.small_map_matmul:
             use_matmul_for_small_maps(net, self.small_map_limits)
+        if self.device.type == "cpu":  # torch's CPU dropout draws its mask one number at a time
+            use_uniform_dropout(net)
         memory_format = torch.channels_last if name in self.channels_last_nets else self.memory_format
         net = net.to(self.device, memory_format=memory_format)
         if self.compile:
