@@ -111,7 +111,7 @@ def time_cyclegan(name: str, args: argparse.Namespace) -> dict:
 
     _, layout, _, options = CONFIGS[name]
     sys.argv = ["train.py", "--dataroot", str(args.data / layout), "--name", name, "--gpu_ids", "-1",
-                "--checkpoints_dir", str(Path.cwd() / "checkpoints"), *options]
+                "--checkpoints_dir", str(Path.cwd() / "checkpoints"), *options, *workers_option(args, "--num_threads")]
     opt = TrainOptions().parse()
     dataset = create_dataset(opt)
     model = create_model(opt)
@@ -194,7 +194,7 @@ def time_stargan(name: str, args: argparse.Namespace) -> dict:
                 "--selected_attrs", *CELEBA_ATTRIBUTES, "--use_tensorboard", "False", *CONFIGS[name][3],
                 "--num_iters", str(cycles * STARGAN_CYCLE), "--celeba_image_dir", str(celeba / "images"),
                 "--attr_path", str(celeba / "list_attr_celeba.txt"), "--log_step", NEVER, "--sample_step", NEVER,
-                "--model_save_step", NEVER]
+                "--model_save_step", NEVER, *workers_option(args, "--num_workers")]
     for folder in ("log_dir", "model_save_dir", "sample_dir", "result_dir"):
         sys.argv += [f"--{folder}", str(Path.cwd() / folder)]
     runpy.run_path(str(args.repo / "main.py"), run_name="__main__")
@@ -220,6 +220,11 @@ def time_stargan(name: str, args: argparse.Namespace) -> dict:
                      "crop": config.celeba_crop_size, "train_images": len(loader.loader.dataset),
                      "lambda_gp": config.lambda_gp, "selected_attrs": config.selected_attrs},
     }
+
+
+def workers_option(args: argparse.Namespace, option: str) -> list[str]:
+    """The official option for its data workers, where --workers asks for a number of them."""
+    return [option, str(args.workers)] if args.workers is not None else []
 
 
 def child(args: argparse.Namespace) -> int:
@@ -278,7 +283,7 @@ def run_config(name: str, repo: Path, data: Path, workdir: Path, args: argparse.
     result_file = workdir / "result.json"
     command = [sys.executable, __file__, "--child", name, "--repo", str(repo), "--data", str(data),
                "--result", str(result_file), "--threads", str(args.threads), "--warmup", str(args.warmup),
-               "--iters", str(args.iters)]
+               "--iters", str(args.iters), *(["--workers", str(args.workers)] if args.workers is not None else [])]
     load = os.getloadavg()[0]
     print(f"\n== {name} (official code from {repo}, {sys.executable})", flush=True)
     done = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
@@ -301,6 +306,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stargan-repo", type=Path, help=f"a clone of {STARGAN_URL}")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, of: " + ", ".join(CONFIGS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, as issue 6)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="data workers (--num_threads of CycleGAN/pix2pix, --num_workers of StarGAN; "
+                             "default: the official defaults, 4 and 1)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first (StarGAN: whole cycles)")
     parser.add_argument("--iters", type=int, default=10, help="timed iterations (StarGAN: whole 5-step cycles)")
     parser.add_argument("--repeat", type=int, default=1,
