@@ -197,8 +197,8 @@ class MatmulConv2d(_KeptWeightCast, nn.Conv2d):
     def _product(self, source: torch.Tensor, by_columns: bool) -> torch.Tensor:
         """weight @ columns (one column per output position) or rows @ weight^T (one row each), + bias."""
         if _float32_product(self, source.shape[1 if by_columns else 0]):
-            with _float32(source) as (source, dtype):
-                return self._linear(source, by_columns).to(dtype)
+            with _float32(source) as (source32, dtype):
+                return self._linear(source32, by_columns).to(dtype)
         return self._linear(source, by_columns)
 
     def _linear(self, source: torch.Tensor, by_columns: bool) -> torch.Tensor:
