@@ -141,7 +141,8 @@ class RuntimeConfig:
     # layers) and transposed ones from at most 64 (the U-Net's inner decoder) computed as one
     # matrix product: 1.5-1.9x faster D steps, 12% faster pix2pix bf16 (translate/nets/matmul_conv.py).
     # With bf16 on CPUs with bf16 matrix units, up to 64 and 256 positions and 256 rows (batch x
-    # positions); under autocast, products of at most 4 rows in float32 (weight-bound layers)
+    # positions); under autocast, products of at most 4 rows in float32 (weight-bound layers). Also
+    # transposed convolutions to at most 4 channels (the U-Net's last layer) for one image
     small_map_matmul: bool = True
     # On the CPU in one process, convolutions to at most 4 channels with tall kernels (the ResNet
     # generators' 7x7 output layer) computed as 1 x k row convolutions and shifted sums: 2-2.6x
