@@ -18,6 +18,7 @@ from torch import nn
 from translate.config import RuntimeConfig
 from translate.nets import StarGANDiscriminator, UnetGenerator
 from translate.nets.matmul_conv import (
+    FLOAT32_ROWS,
     MAX_POSITIONS,
     MAX_TRANSPOSED_POSITIONS,
     THIN_OUT_CHANNELS,
@@ -28,12 +29,12 @@ from translate.nets.matmul_conv import (
 from translate.train.runtime import Runtime
 
 
-def pair(layer=nn.Conv2d, **kwargs) -> tuple[nn.Module, nn.Module]:
+def pair(layer=nn.Conv2d, settings: dict | None = None, **kwargs) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
     conv = layer(**kwargs).double()
     matmul = layer(**kwargs).double()
     matmul.load_state_dict(conv.state_dict())
-    use_matmul_for_small_maps(matmul)
+    use_matmul_for_small_maps(matmul, settings)
     return conv, matmul
 
 
@@ -170,10 +171,11 @@ def test_switch_keeps_parameters_and_state_dict_keys():
     net.load_state_dict(before)  # and a checkpoint of either kind loads into it
 
 
-@pytest.mark.parametrize("batch", [4, 1])  # rows, then one NCHW image's columns
-def test_bf16_autocast_matches_the_convolution_within_bf16_rounding(batch):
+@pytest.mark.parametrize("batch,by_columns", [(4, False), (1, False), (1, True)])  # rows, then one image's columns
+def test_bf16_autocast_matches_the_convolution_within_bf16_rounding(batch, by_columns):
     for layer in (nn.Conv2d, nn.ConvTranspose2d):
-        conv, matmul = pair(layer, in_channels=64, out_channels=32, kernel_size=4, stride=2, padding=1)
+        conv, matmul = pair(layer, {"by_columns": by_columns}, in_channels=64, out_channels=32, kernel_size=4,
+                            stride=2, padding=1)
         conv, matmul = conv.float(), matmul.float()
         x = torch.randn(batch, 64, 4, 4)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -184,22 +186,25 @@ def test_bf16_autocast_matches_the_convolution_within_bf16_rounding(batch):
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-def test_one_nchw_image_under_autocast_takes_its_products_by_columns(transposed):
+def test_one_nchw_image_under_autocast_takes_its_products_by_columns_when_set(transposed):
     # weight @ columns is the NCHW output itself: fold gets its patches as they are, the
     # convolution's bias goes in with addmm. Float64 is left alone by autocast, so the comparison
-    # with torch's layer is exact, first and second derivatives included.
-    conv, matmul = pair(nn.ConvTranspose2d if transposed else nn.Conv2d, in_channels=6, out_channels=5,
-                        kernel_size=4, stride=2, padding=1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert_layer_matches(conv, matmul, torch.randn(1, 6, 4, 4, dtype=torch.double))
-        for batch, by_columns in ((1, True), (2, False)):
-            with (unittest.mock.patch.object(F, "fold", wraps=F.fold) as fold,
-                  unittest.mock.patch.object(torch, "addmm", wraps=torch.addmm) as addmm):
-                matmul(torch.randn(batch, 6, 4, 4, dtype=torch.double))
-            if transposed:
-                assert fold.call_args.args[0].is_contiguous() == by_columns
-            else:
-                assert addmm.called == by_columns
+    # with torch's layer is exact, first and second derivatives included. By default (CPUs
+    # without AMX) every product is taken by rows.
+    for setting in (True, False):
+        conv, matmul = pair(nn.ConvTranspose2d if transposed else nn.Conv2d, {"by_columns": True} if setting else None,
+                            in_channels=6, out_channels=5, kernel_size=4, stride=2, padding=1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert_layer_matches(conv, matmul, torch.randn(1, 6, 4, 4, dtype=torch.double))
+            for batch in (1, 2):
+                by_columns = setting and batch == 1
+                with (unittest.mock.patch.object(F, "fold", wraps=F.fold) as fold,
+                      unittest.mock.patch.object(torch, "addmm", wraps=torch.addmm) as addmm):
+                    matmul(torch.randn(batch, 6, 4, 4, dtype=torch.double))
+                if transposed:
+                    assert fold.call_args.args[0].is_contiguous() == by_columns
+                else:
+                    assert addmm.called == by_columns
 
 
 def test_runtime_switches_networks_on_the_cpu_only_when_asked():
@@ -325,16 +330,19 @@ def test_kept_cast_follows_optimiser_steps_fused_or_not(fused):
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-def test_products_of_few_rows_under_autocast_are_float32_and_keep_no_cast(transposed):
+@pytest.mark.parametrize("float32_rows", [FLOAT32_ROWS, 0])  # set on CPUs with AMX; the default
+def test_products_of_few_rows_under_autocast_are_float32_and_keep_no_cast(transposed, float32_rows):
     # weight-bound layers: no bf16 copy of the weight, the float32 result rounded to bf16 once
+    settings = {"float32_rows": float32_rows} if float32_rows else None
     if transposed:
         conv = nn.ConvTranspose2d(16, 8, 4, 2, 1)
         matmul = copy.deepcopy(conv)
-        use_matmul_for_small_maps(matmul)
+        use_matmul_for_small_maps(matmul, settings)
     else:
-        conv, matmul = pair(in_channels=16, out_channels=8, kernel_size=4, stride=2, padding=1)
+        conv, matmul = pair(settings=settings, in_channels=16, out_channels=8, kernel_size=4, stride=2, padding=1)
         conv, matmul = conv.float(), matmul.float()
-    for batch, float32 in ((1, True), (2, False)):  # 4 rows (2x2 positions), then 8
+    assert FLOAT32_ROWS == 4
+    for batch, float32 in ((1, float32_rows == 4), (2, False)):  # 4 rows (2x2 positions), then 8
         x = torch.randn(batch, 16, 2 if transposed else 4, 2 if transposed else 4)
         conv.zero_grad(), matmul.zero_grad()
         weights = torch.randn_like(conv(x)).bfloat16().float()  # a linear loss: its gradient exact in bf16
@@ -374,8 +382,10 @@ def test_runtime_widens_the_limits_for_bf16_on_cpus_with_bf16_matrix_units(monke
     for precision in ("fp32", "bf16"):
         runtime = Runtime.setup(RuntimeConfig(device="cpu", precision=precision, keep_freed_memory=False))
         unet = runtime.wrap(UnetGenerator(3, 3, num_downs=5, ngf=8))
-        layers = {type(m): (m.max_positions, m.max_rows) for m in unet.modules()
+        layers = {type(m): (m.max_positions, m.max_rows, m.float32_rows, m.by_columns) for m in unet.modules()
                   if type(m) in (MatmulConv2d, MatmulConvTranspose2d)}
         wide = matrix_units and precision == "bf16"
-        assert layers == {MatmulConv2d: (64, 256) if wide else (MAX_POSITIONS, 0),
-                          MatmulConvTranspose2d: (256, 256) if wide else (MAX_TRANSPOSED_POSITIONS, 0)}
+        # with AMX also float32 products of few rows and one image's products by columns
+        assert layers == {MatmulConv2d: (64, 256, FLOAT32_ROWS, True) if wide else (MAX_POSITIONS, 0, 0, False),
+                          MatmulConvTranspose2d: (256, 256, FLOAT32_ROWS, True) if wide
+                          else (MAX_TRANSPOSED_POSITIONS, 0, 0, False)}

@@ -8,7 +8,6 @@ from torch import nn
 
 from translate.losses import gradient_penalty
 from translate.nets import StarGANDiscriminator, UnetGenerator
-from translate.nets import matmul_conv
 from translate.nets.matmul_conv import use_matmul_for_small_maps
 from translate.train import runtime as runtime_mod
 from translate.train.runtime import Runtime
@@ -47,7 +46,6 @@ def test_recast_weights_give_the_same_gradients_bit_for_bit(make, penalty, memor
     def make_net():
         return make().to(memory_format=memory_format)
 
-    monkeypatch.setattr(matmul_conv, "FLOAT32_ROWS", 0)  # every product in bf16: each weight has a cast
     x = torch.randn(2, 3, 32, 32).to(memory_format=memory_format)
     kept_loss, kept_grads = bf16_step(make_net(), x, recast=False, penalty=penalty)
 

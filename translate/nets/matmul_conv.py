@@ -46,20 +46,22 @@ MAX_TRANSPOSED_POSITIONS = 64
 # in float32 and 1.9x in bf16 as a product and a fold (benchmarks/PERFORMANCE.md). With 2 or 4
 # images it was up to 2x slower: the rows of one image are a view of its map, those of several a copy.
 THIN_OUT_CHANNELS = 4
-# Under autocast, a product of at most this many rows (batch x positions) is computed in float32
-# from the float32 weight. Such a layer is bound by moving its weight, not by arithmetic (2 FLOP
-# per float32 weight read), and autocast would read the float32 weight and write a bf16 copy,
-# then cast the bf16 gradient back to float32: 18 bytes moved per weight against 12 in float32.
-# pix2pix's U-Net has 21M of its 54M weights in layers of 1-4 rows (its 1x1 and 2x2 maps): its
-# bf16 steps 2-3% faster (benchmarks/PERFORMANCE.md), those layers unrounded. At 16 rows, StarGAN
-# at batch 4 was 7% slower: its D's 2x2 layer is compute-bound in float32 there, and D's passes
-# share one kept cast per step.
+# Under autocast on CPUs with bf16 matrix units (AMX), a product of at most this many rows (batch
+# x positions) is computed in float32 from the float32 weight. Such a layer is bound by moving its
+# weight, not by arithmetic (2 FLOP per float32 weight read), and autocast would read the float32
+# weight and write a bf16 copy, then cast the bf16 gradient back to float32: 18 bytes moved per
+# weight against 12 in float32. pix2pix's U-Net has 21M of its 54M weights in layers of 1-4 rows
+# (its 1x1 and 2x2 maps): there its bf16 steps ran 2-3% faster. At 16 rows, StarGAN at batch 4 was
+# 7% slower: its D's 2x2 layer is compute-bound in float32 there, and D's passes share one kept
+# cast per step. Without such units (AVX-512 bf16 on a Zen 4) pix2pix's bf16 step was 4-9% slower
+# with it, so the layers' default is 0 (none) and the runtime sets it on AMX CPUs
+# (benchmarks/PERFORMANCE.md).
 FLOAT32_ROWS = 4
 
 
 def _float32_product(layer: nn.Module, rows: int) -> bool:
     device = layer.weight.device.type
-    return rows <= FLOAT32_ROWS and torch.is_autocast_enabled(device) and layer.weight.dtype == torch.float32
+    return rows <= layer.float32_rows and torch.is_autocast_enabled(device) and layer.weight.dtype == torch.float32
 
 
 @contextlib.contextmanager
@@ -177,6 +179,8 @@ class MatmulConv2d(_KeptWeightCast, nn.Conv2d):
 
     max_positions: int = MAX_POSITIONS
     max_rows: int = 0  # batch x positions up to which the product is taken (0: no limit)
+    float32_rows: int = 0  # under autocast, products of at most this many rows in float32 (FLOAT32_ROWS)
+    by_columns: bool = False  # one NCHW image under autocast: weight @ columns (_one_nchw_image)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._plain or x.dim() != 4:
@@ -188,7 +192,7 @@ class MatmulConv2d(_KeptWeightCast, nn.Conv2d):
         if not _small(self, n, out_h * out_w):
             return super().forward(x)
         columns = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # N x K x L
-        if _one_nchw_image(x):  # the product is the output map itself
+        if self.by_columns and _one_nchw_image(x):  # the product is the output map itself
             return self._product(columns[0], by_columns=True).reshape(1, self.out_channels, out_h, out_w)
         rows = columns.transpose(1, 2).reshape(n * out_h * out_w, -1)  # one row per output position
         y = self._product(rows, by_columns=False)
@@ -224,6 +228,8 @@ class MatmulConvTranspose2d(_KeptWeightCast, nn.ConvTranspose2d):
 
     max_positions: int = MAX_TRANSPOSED_POSITIONS
     max_rows: int = 0  # batch x input positions up to which the product is taken (0: no limit)
+    float32_rows: int = 0  # under autocast, products of at most this many rows in float32 (FLOAT32_ROWS)
+    by_columns: bool = False  # one NCHW image under autocast: weight @ columns (_one_nchw_image)
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         n, _, h, w = x.shape if x.dim() == 4 else (0, 0, 0, 0)
@@ -233,7 +239,7 @@ class MatmulConvTranspose2d(_KeptWeightCast, nn.ConvTranspose2d):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         out_h = (h - 1) * sh - 2 * ph + dh * (kh - 1) + self.output_padding[0] + 1
         out_w = (w - 1) * sw - 2 * pw + dw * (kw - 1) + self.output_padding[1] + 1
-        by_columns = _one_nchw_image(x)
+        by_columns = self.by_columns and _one_nchw_image(x)
         if by_columns:  # one column per input position: a view of the map
             source = x.reshape(self.in_channels, h * w)
         else:  # one row per input position
@@ -262,11 +268,12 @@ class MatmulConvTranspose2d(_KeptWeightCast, nn.ConvTranspose2d):
 
 
 def _one_nchw_image(x: torch.Tensor) -> bool:
-    """Whether x is one NCHW image under autocast, whose products are then taken by columns: weight @
-    columns (one per position) is the NCHW output (fold's input) with no transposed copies, and with
-    the weight as the first operand oneDNN's bf16 products of pix2pix's layers ran forward and
-    backward 1.1-1.2x faster than rows @ weight (its bf16 step 2% faster; in float32 1% slower:
-    benchmarks/PERFORMANCE.md)."""
+    """Whether x is one NCHW image under autocast, whose products a layer with `by_columns` takes by
+    columns: weight @ columns (one per position) is the NCHW output (fold's input) with no
+    transposed copies. With the weight as the first operand oneDNN's bf16 products of pix2pix's
+    layers ran forward and backward 1.1-1.2x faster than rows @ weight on a CPU with AMX (its bf16
+    step 2% faster; in float32 1% slower). On a Zen 4 without AMX its bf16 step was 3-8% slower
+    so, so the runtime sets `by_columns` on AMX CPUs only (benchmarks/PERFORMANCE.md)."""
     one_image = x.shape[0] == 1 and memory_format_of(x) == torch.contiguous_format
     return one_image and torch.is_autocast_enabled(x.device.type)
 
@@ -276,19 +283,21 @@ def _small(layer: nn.Module, batch: int, positions: int) -> bool:
     return positions <= layer.max_positions and (not layer.max_rows or batch * positions <= layer.max_rows)
 
 
-def use_matmul_for_small_maps(net: nn.Module, limits: dict[str, int] | None = None) -> nn.Module:
+def use_matmul_for_small_maps(net: nn.Module, settings: dict | None = None) -> nn.Module:
     """Switch net's nn.Conv2d and nn.ConvTranspose2d layers to their matrix-product subclasses
-    in place (parameters and keys unchanged). `limits` overrides the classes' map limits:
-    max_positions, max_transposed_positions, max_rows (translate/train/runtime.py picks them)."""
-    limits = limits or {}
+    in place (parameters and keys unchanged). `settings` overrides the classes' defaults:
+    max_positions, max_transposed_positions, max_rows, float32_rows, by_columns
+    (translate/train/runtime.py picks them for the CPU)."""
+    settings = settings or {}
     switch = {nn.Conv2d: MatmulConv2d, nn.ConvTranspose2d: MatmulConvTranspose2d}
     for module in net.modules():
         if type(module) in switch:
             module.__class__ = switch[type(module)]
             transposed = type(module) is MatmulConvTranspose2d
-            positions = limits.get("max_transposed_positions" if transposed else "max_positions")
+            positions = settings.get("max_transposed_positions" if transposed else "max_positions")
             if positions is not None:
                 module.max_positions = positions
-            if "max_rows" in limits:
-                module.max_rows = limits["max_rows"]
+            for name in ("max_rows", "float32_rows", "by_columns"):
+                if name in settings:
+                    setattr(module, name, settings[name])
     return net

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from translate.config import RuntimeConfig
 from translate.errors import UserError
 from translate.nets.dropout import use_uniform_dropout
-from translate.nets.matmul_conv import let_go_of_kept_casts, use_matmul_for_small_maps
+from translate.nets.matmul_conv import FLOAT32_ROWS, let_go_of_kept_casts, use_matmul_for_small_maps
 from translate.nets.norm import use_group_norm
 from translate.nets.thin_conv import split_thin_convs
 from translate.nets.winograd import OUTPUT_TILES, use_winograd
@@ -34,9 +34,12 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # more maps, up to 256 rows (batch x positions), forward and backward: pix2pix's 8x8 map 1.9x,
 # its transposed one from 16x16 1.8x, StarGAN D's 4x4 maps at batch 16 2.4x; at 1,024 rows
 # 0.4-0.5x. Convolutions on 16x16 maps went either way (pix2pix's 1.2x; CycleGAN D's at 128 px
-# made its step 3.5% slower), so they stay with oneDNN. Without such units, the classes' limits
-# (16 and 64 positions per image).
-BF16_MATRIX_UNIT_LIMITS = {"max_positions": 64, "max_transposed_positions": 256, "max_rows": 256}
+# made its step 3.5% slower), so they stay with oneDNN. There, too, products of at most 4 rows run
+# in float32 and one image's products by columns (matmul_conv.FLOAT32_ROWS, _one_nchw_image), which
+# made pix2pix's bf16 step slower without such units. Without them, the classes' defaults (16 and
+# 64 positions per image, no row limit, products in autocast's dtype, by rows).
+BF16_MATRIX_UNIT_PRODUCTS = {"max_positions": 64, "max_transposed_positions": 256, "max_rows": 256,
+                             "float32_rows": FLOAT32_ROWS, "by_columns": True}
 
 
 @dataclass
@@ -55,7 +58,7 @@ class Runtime:
     winograd_min_channels: int = 0
     winograd_output_tile: int = 0
     recast_saved_weights: bool = False
-    small_map_limits: dict | None = None  # the matrix-product layers' map limits (matmul_conv.py)
+    small_map_settings: dict | None = None  # the matrix-product layers' limits and paths (matmul_conv.py)
 
     @classmethod
     def setup(cls, cfg: RuntimeConfig) -> Runtime:
@@ -92,7 +95,7 @@ class Runtime:
                    compile=cfg.compile,
                    # measured on CPUs only; on GPUs cuDNN chooses its own algorithm per shape
                    small_map_matmul=cfg.small_map_matmul and device.type == "cpu",
-                   small_map_limits=BF16_MATRIX_UNIT_LIMITS if matrix_units else None,
+                   small_map_settings=BF16_MATRIX_UNIT_PRODUCTS if matrix_units else None,
                    # these three in one process only: with the first two, 2 ranks of batch 1
                    # drifted from one process of batch 2 after their second step (other rounding,
                    # which Adam's first step turns into +-lr on near-zero gradients:
@@ -152,7 +155,7 @@ class Runtime:
             zero_padded = self.winograd_output_tile == 4 or (self.winograd_output_tile == 0 and self.precision == "fp32")
             use_winograd(net, self.winograd_min_channels, self.winograd_output_tile, zero_padded)
         if self.small_map_matmul:
-            use_matmul_for_small_maps(net, self.small_map_limits)
+            use_matmul_for_small_maps(net, self.small_map_settings)
         if self.device.type == "cpu":  # torch's CPU dropout draws its mask one number at a time
             use_uniform_dropout(net)
         memory_format = torch.channels_last if name in self.channels_last_nets else self.memory_format
