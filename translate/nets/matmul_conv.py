@@ -53,7 +53,7 @@ THIN_OUT_CHANNELS = 4
 # weight against 12 in float32. pix2pix's U-Net has 21M of its 54M weights in layers of 1-4 rows
 # (its 1x1 and 2x2 maps): there its bf16 steps ran 2-3% faster. At 16 rows, StarGAN at batch 4 was
 # 7% slower: its D's 2x2 layer is compute-bound in float32 there, and D's passes share one kept
-# cast per step. Without such units (AVX-512 bf16 on a Zen 4) pix2pix's bf16 step was 4-9% slower
+# cast per step. Without such units (AVX-512 bf16 on a Zen 4) pix2pix's bf16 step was 4-12% slower
 # with it, so the layers' default is 0 (none) and the runtime sets it on AMX CPUs
 # (benchmarks/PERFORMANCE.md).
 FLOAT32_ROWS = 4
@@ -272,8 +272,8 @@ def _one_nchw_image(x: torch.Tensor) -> bool:
     columns: weight @ columns (one per position) is the NCHW output (fold's input) with no
     transposed copies. With the weight as the first operand oneDNN's bf16 products of pix2pix's
     layers ran forward and backward 1.1-1.2x faster than rows @ weight on a CPU with AMX (its bf16
-    step 2% faster; in float32 1% slower). On a Zen 4 without AMX its bf16 step was 3-8% slower
-    so, so the runtime sets `by_columns` on AMX CPUs only (benchmarks/PERFORMANCE.md)."""
+    step 2% faster; in float32 1% slower). On a Zen 4 without AMX they made its bf16 step 3-8%
+    slower, so the runtime sets `by_columns` on AMX CPUs only (benchmarks/PERFORMANCE.md)."""
     one_image = x.shape[0] == 1 and memory_format_of(x) == torch.contiguous_format
     return one_image and torch.is_autocast_enabled(x.device.type)
 
